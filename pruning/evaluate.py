@@ -1,0 +1,55 @@
+"""Dev-set evaluation of a (pruned) model, recording how many tokens each example kept."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from . import metrics
+from .config import PruningConfig
+from .data import Split, batches
+from .encoder import ForwardInfo, PrunedBert
+from .macs import MacsReport, macs_report
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]
+    primary: str
+    lengths: list[int] = field(default_factory=list)  # real length of each example
+    kept: list[list[int]] = field(default_factory=list)  # tokens kept after each layer
+
+    @property
+    def score(self) -> float:
+        return self.metrics[self.primary]
+
+    def macs(self, cfg: PruningConfig, max_len: int) -> MacsReport:
+        return macs_report(cfg, self.lengths, max_len, kept=self.kept)
+
+
+@torch.inference_mode()
+def evaluate(model: PrunedBert, split: Split, max_len: int, batch_size: int = 32,
+             pruning: PruningConfig | None = None, tokenizer: Any = None,
+             progress: bool = False, device: str = "cpu") -> EvalResult:
+    tok = tokenizer or model.tokenizer
+    was_training = model.training
+    model.eval()
+    preds, labels, lengths, kept = [], [], [], []
+    it = batches(tok, split, max_len, batch_size, shuffle=False, bucket=True)
+    for b in tqdm(it, desc="eval", disable=not progress, leave=False,
+                  total=-(-len(split) // batch_size)):
+        info = ForwardInfo()
+        logits = model(b["input_ids"].to(device), b["attention_mask"].to(device),
+                       b["token_type_ids"].to(device), pruning=pruning, info=info)
+        if split.task.is_regression:
+            preds += logits[:, 0].float().cpu().tolist()
+        else:
+            preds += logits.argmax(-1).cpu().tolist()
+        labels += b["labels"].tolist()
+        lengths += b["attention_mask"].sum(1).tolist()
+        kept += torch.stack(info.kept, 1).cpu().tolist()
+    model.train(was_training)
+    name = split.task.metric
+    return EvalResult(metrics.compute(name, preds, labels), metrics.primary(name), lengths, kept)
