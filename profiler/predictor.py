@@ -1,0 +1,112 @@
+"""Predict the latency of any pruning configuration from a lookup table.
+
+Token counts are integers, so every component is interpolated once onto every count
+1..max_len; a prediction is then a few list look-ups per layer (microseconds), which the
+search calls thousands of times. A torch version of the same piecewise-linear curves is
+differentiable in *expected* token counts, for training under a latency constraint.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from pruning.config import ModelShape, PruningConfig
+from pruning.errors import TpError
+from pruning.macs import schedule_macs
+
+from .table import LatencyTable
+
+
+class Predictor:
+    """Latency of the pruned encoder for one (table, batch, threads)."""
+
+    def __init__(self, table: LatencyTable, batch: int = 1, threads: int = 1) -> None:
+        self.table, self.batch, self.threads = table, batch, threads
+        self.shape: ModelShape = table.shape
+        self.max_len = max(table.grid)
+        self._grid: dict[str, tuple[list[int], list[float]]] = {}
+        self._lut: dict[str, list[float]] = {}
+        ns = np.arange(self.max_len + 1)
+        for c in ("embed", "attn_sdpa", "attn_probs", "select", "finish"):
+            xs, ys = table.component(c, batch, threads)
+            self._grid[c] = (xs, ys)
+            self._lut[c] = np.interp(ns, xs, ys).tolist()
+        self.head_ms = float(table.component("head", batch, threads)[1][0])
+        cal = table.calibration.get(f"b{batch}-t{threads}", {})
+        self.scale = float(cal.get("scale", 1.0))
+        self.offset_ms = float(cal.get("offset_ms", 0.0))
+
+    @property
+    def machine_id(self) -> str:
+        return self.table.machine_id
+
+    def _check(self, n: int) -> None:
+        if not 1 <= n <= self.max_len:
+            raise TpError(f"sequence length {n} is outside the latency table (1..{self.max_len});"
+                          f" profile with tp-profile --max-len {max(n, self.max_len)}")
+
+    def raw_counts(self, n: int, kept: Sequence[int], prunes: Sequence[bool]) -> float:
+        """Sum of parts (uncalibrated) for one input of n tokens keeping kept[l] after layer l."""
+        lut = self._lut
+        t = lut["embed"][n] + self.head_ms
+        sdpa, probs, sel, fin = lut["attn_sdpa"], lut["attn_probs"], lut["select"], lut["finish"]
+        n_in = n
+        for k, p in zip(kept, prunes):
+            if p:
+                t += probs[n_in] + sel[n_in] + fin[k]
+            else:
+                t += sdpa[n_in] + fin[n_in]
+            n_in = k
+        return t
+
+    def predict_counts(self, n: int, kept: Sequence[int], prunes: Sequence[bool]) -> float:
+        self._check(n)
+        return self.scale * self.raw_counts(n, kept, prunes) + self.offset_ms
+
+    def predict(self, cfg: PruningConfig, seq_len: int) -> float:
+        """Latency (ms) of one batch of ``self.batch`` inputs with ``seq_len`` real tokens."""
+        self._check(seq_len)
+        if cfg.policy == "threshold":
+            raise TpError("threshold configurations keep input-dependent counts; use "
+                          "predict_counts with measured kept counts")
+        L = self.shape.num_layers
+        kept = cfg.kept_counts(seq_len)
+        prunes = [cfg.prunes_at(l) for l in range(L)]
+        return self.scale * self.raw_counts(seq_len, kept, prunes) + self.offset_ms
+
+    def dense(self, seq_len: int) -> float:
+        return self.predict(PruningConfig.dense(self.shape), seq_len)
+
+    def macs(self, cfg: PruningConfig, seq_len: int) -> int:
+        return schedule_macs(seq_len, cfg.kept_counts(seq_len), self.shape)
+
+    # ---- differentiable form -----------------------------------------------------------
+    def torch_cost(self, component: str, n: torch.Tensor) -> torch.Tensor:
+        """Piecewise-linear cost (ms) at real-valued token counts; gradients flow into n."""
+        xs, ys = self._grid[component]
+        x = torch.tensor(xs, dtype=n.dtype, device=n.device)
+        y = torch.tensor(ys, dtype=n.dtype, device=n.device)
+        nc = n.clamp(float(xs[0]), float(xs[-1]))
+        i = torch.searchsorted(x, nc.detach().contiguous()).clamp(1, len(xs) - 1)
+        x0, x1, y0, y1 = x[i - 1], x[i], y[i - 1], y[i]
+        return y0 + (nc - x0) * (y1 - y0) / (x1 - x0)
+
+    def torch_latency(self, n: float, kept: torch.Tensor, prune_prob: torch.Tensor | None = None
+                      ) -> torch.Tensor:
+        """Expected latency for real-valued kept counts ``kept[l]`` (shape [L]).
+
+        ``prune_prob[l]``: probability that layer l prunes (its scoring attention and
+        selection are paid only then); defaults to 1 where kept < tokens entering.
+        """
+        n_t = torch.as_tensor(float(n), dtype=kept.dtype)
+        n_in = torch.cat([n_t.view(1), kept[:-1]])
+        if prune_prob is None:
+            prune_prob = (kept < n_in - 1e-6).to(kept.dtype)
+        attn = prune_prob * (self.torch_cost("attn_probs", n_in) +
+                             self.torch_cost("select", n_in)) + \
+            (1 - prune_prob) * self.torch_cost("attn_sdpa", n_in)
+        t = self.torch_cost("embed", n_t.view(1)).sum() + self.head_ms + \
+            (attn + self.torch_cost("finish", kept)).sum()
+        return self.scale * t + self.offset_ms

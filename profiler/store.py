@@ -1,0 +1,69 @@
+"""Finding the right table: this machine's unless ``--machine ID`` names another on purpose."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from pruning.config import ModelShape
+from pruning.errors import TpError
+
+from .fingerprint import Fingerprint, fingerprint
+from .predictor import Predictor
+from .table import DEFAULT_RESULTS, LatencyTable, shape_name
+
+log = logging.getLogger("tp.profiler")
+
+
+def results_dir(path: str | Path | None = None) -> Path:
+    return Path(path or os.environ.get("TP_SEARCH_RESULTS") or DEFAULT_RESULTS)
+
+
+def known_machines(results: Path) -> list[str]:
+    d = results / "machines"
+    return sorted(p.name for p in d.iterdir() if p.is_dir()) if d.is_dir() else []
+
+
+def table_path(results: Path, machine_id: str, shape: ModelShape) -> Path:
+    return results / "machines" / machine_id / f"{shape_name(shape)}.json"
+
+
+def find_table(shape: ModelShape, device: str = "cpu", machine: str | None = None,
+               results: str | Path | None = None, current: Fingerprint | None = None
+               ) -> LatencyTable:
+    """The table for ``shape`` on this machine (or on ``machine``, when planning for another).
+
+    A table keyed by another machine is never used silently; one made with another torch
+    version is used with a warning.
+    """
+    res = results_dir(results)
+    here = current or fingerprint(device)
+    mid = machine or here.machine_id
+    path = table_path(res, mid, shape)
+    if not path.is_file():
+        others = [m for m in known_machines(res) if table_path(res, m, shape).is_file()]
+        hint = (f"; tables for this shape exist for: {', '.join(others)} "
+                "(pass --machine ID to plan for one of them)" if others and not machine else "")
+        what = f"machine {mid}" if machine else f"this machine ({mid})"
+        raise TpError(f"no latency table for {shape_name(shape)} on {what} under {res}; run "
+                      f"tp-profile --model <dir> --device {device}{hint}")
+    table = LatencyTable.load(path)
+    if table.machine.get("machine_id") != mid:
+        raise TpError(f"{path}: table belongs to {table.machine.get('machine_id')}, not {mid}")
+    if machine is None and table.machine.get("torch") != here.torch:
+        log.warning("latency table %s was measured with torch %s, this is torch %s: "
+                    "predictions may be off; rerun tp-profile --force to refresh it",
+                    mid, table.machine.get("torch"), here.torch)
+    return table
+
+
+def load_predictor(shape: ModelShape, device: str = "cpu", machine: str | None = None,
+                   threads: int = 1, batch: int = 1, results: str | Path | None = None
+                   ) -> Predictor:
+    table = find_table(shape, device, machine, results)
+    if (batch, threads) not in table.combos():
+        have = ", ".join(f"batch {b}/{t} thread(s)" for b, t in table.combos()) or "nothing"
+        raise TpError(f"latency table {table.machine_id}/{table.name} has no entries for batch "
+                      f"{batch} with {threads} thread(s) (it has {have}); run tp-profile "
+                      f"--batch {batch} --threads {threads}")
+    return Predictor(table, batch=batch, threads=threads)
