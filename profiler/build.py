@@ -1,0 +1,171 @@
+"""Building a table: grid measurement with resume, then calibration against full passes."""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from pruning.config import PruningConfig
+from pruning.encoder import PrunedBert
+from pruning.io_utils import atomic_write_text
+from pruning.macs import dense_macs, schedule_macs
+
+from .fingerprint import Fingerprint
+from .measure import MeasureSettings, measure_grid
+from .predictor import Predictor
+from .table import COLUMNS, LatencyTable, default_grid
+
+log = logging.getLogger("tp.profiler")
+
+
+@dataclass
+class BuildSettings:
+    batches: list[int] = field(default_factory=lambda: [1])
+    threads: list[int] = field(default_factory=lambda: [1])
+    max_len: int = 512
+    grid: list[int] | None = None
+    device: str = "cpu"
+    calibration_configs: int = 6
+    force: bool = False
+    measure: MeasureSettings = field(default_factory=MeasureSettings)
+    seed: int = 0
+
+
+def random_schedule(shape, n: int, rng: random.Random, lo: float = 1.2, hi: float = 8.0
+                    ) -> PruningConfig:
+    """A random topk configuration with a MACs reduction in [lo, hi] at length n: varied
+    first pruning layer, varied per-layer ratios (rejection sampling)."""
+    L = shape.num_layers
+    for _ in range(10000):
+        first = rng.randint(1, max(1, L - 1))
+        keep, k = [], 1.0
+        for l in range(L):
+            if l >= first and rng.random() < 0.7:
+                k *= rng.uniform(0.25, 0.95)
+            keep.append(max(k, 1.0 / n))
+        cfg = PruningConfig.topk(shape, keep, method="random")
+        r = dense_macs(n, shape) / schedule_macs(n, cfg.kept_counts(n), shape)
+        if lo <= r <= hi:
+            return cfg
+    raise RuntimeError(f"no random schedule with MACs reduction in [{lo}, {hi}] at n={n}")
+
+
+def measure_config(model: PrunedBert, cfg: PruningConfig, n: int, batch: int, device: str,
+                   repeats: int = 15, warmup: int = 3) -> np.ndarray:
+    """End-to-end ms of the real pruned encoder on ``batch`` inputs of n real tokens."""
+    g = torch.Generator().manual_seed(n)
+    ids = torch.randint(1000, model.config.vocab_size, (batch, n), generator=g).to(device)
+    ids[:, 0] = 101
+    out = []
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            model(ids, pruning=cfg)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            if i >= warmup:
+                out.append((time.perf_counter() - t0) * 1e3)
+    return np.array(out)
+
+
+def calibrate(model: PrunedBert, pred: Predictor, s: BuildSettings, batch: int) -> dict:
+    """Fit measured = scale * sum_of_parts + offset over a few real full passes (dense and
+    random pruned schedules at a few lengths); the fit absorbs per-call overhead and the
+    small bias of summing separately timed parts."""
+    rng = random.Random(s.seed + 17)
+    lens = sorted({max(8, s.max_len // 4), max(8, s.max_len // 2), s.max_len})
+    xs, ys = [], []
+    for n in lens:
+        cfgs = [PruningConfig.dense(model.shape)] + [
+            random_schedule(model.shape, n, rng) for _ in range(max(1, s.calibration_configs // len(lens)))]
+        for cfg in cfgs:
+            kept, prunes = cfg.kept_counts(n), [cfg.prunes_at(l) for l in range(model.shape.num_layers)]
+            xs.append(pred.raw_counts(n, kept, prunes))
+            ys.append(float(np.median(measure_config(model, cfg, n, batch, s.device))))
+    x, y = np.array(xs), np.array(ys)
+    A = np.stack([x, np.ones_like(x)], 1)
+    scale, offset = np.linalg.lstsq(A, y, rcond=None)[0]
+    if not (0.8 <= scale <= 1.25):  # a wild fit from few points: fall back to a pure ratio
+        scale, offset = float(np.median(y / x)), 0.0
+    resid = (scale * x + offset - y) / y
+    return {"scale": float(scale), "offset_ms": float(offset), "points": len(x),
+            "raw_bias": float(np.median((x - y) / y)),
+            "fit_max_abs_error": float(np.abs(resid).max())}
+
+
+def build_table(model: PrunedBert, fp: Fingerprint, results: Path, s: BuildSettings,
+                existing: LatencyTable | None = None) -> LatencyTable:
+    """Measure every (batch, threads) combination missing from ``existing``; resumable.
+
+    Finished grid points go to a ``.partial.csv`` beside the table as they complete, so an
+    interrupted run loses at most the point in flight and the table itself is only ever
+    written whole.
+    """
+    grid = s.grid or default_grid(s.max_len)
+    machine = fp.to_dict()
+    entries = existing.entries if existing is not None and not s.force else \
+        pd.DataFrame(columns=list(COLUMNS))
+    calibration = dict(existing.calibration) if existing is not None and not s.force else {}
+    table = LatencyTable(model.shape, machine, s.device, entries, grid,
+                         settings={"measure": s.measure.__dict__, "max_len": s.max_len,
+                                   "calibration_configs": s.calibration_configs,
+                                   "seed": s.seed},
+                         calibration=calibration)
+    csv_path, _ = table.paths(results)
+    partial = csv_path.with_suffix(".partial.csv")
+    rows = pd.read_csv(partial).to_dict("records") if partial.is_file() and not s.force else []
+    todo = [(b, t) for b in s.batches for t in s.threads if (b, t) not in table.combos()
+            or max(grid) > max(table.grid)]
+    if not todo:
+        log.info("table %s/%s already has batch %s x threads %s; nothing to measure "
+                 "(--force re-measures)", fp.machine_id, table.name, s.batches, s.threads)
+        return table
+    total = len(todo) * len(grid)
+    model = model.to(s.device).eval()
+    with tqdm(total=total, desc=f"profiling {table.name}", unit="pt") as bar:
+        for b, t in todo:
+            bar.set_description(f"profiling {table.name} b{b} t{t}")
+            done = {int(r["n"]) for r in rows if r["batch"] == b and r["threads"] == t
+                    and r["component"] == "finish"}
+
+            def save_point(n: int, new: list[dict], b=b, t=t) -> None:
+                rows.extend(new)
+                atomic_write_text(partial, pd.DataFrame(rows, columns=list(COLUMNS))
+                                  .to_csv(index=False))
+
+            t0 = time.perf_counter()
+            measure_grid(model, b, t, grid, s.device, s.measure, done, save_point, bar)
+            new = pd.DataFrame([r for r in rows if r["batch"] == b and r["threads"] == t],
+                               columns=list(COLUMNS))
+            old = table.entries
+            if len(old):
+                old = old[~((old.batch == b) & (old.threads == t))]
+            table.entries = pd.concat([d for d in (old, new) if len(d)], ignore_index=True)
+            grid_s = time.perf_counter() - t0
+            busy = int(new.busy.astype(bool).sum())
+            if busy:
+                log.warning("%d entries were measured while other processes used more than "
+                            "%.0f%% of the CPU (flagged busy in the table)", busy,
+                            s.measure.busy_threshold * 100)
+            torch.set_num_threads(t)
+            pred = Predictor(table, batch=b, threads=t)
+            cal = calibrate(model, pred, s, b)
+            cal["grid_seconds"] = round(grid_s, 1)
+            cal["total_seconds"] = round(time.perf_counter() - t0, 1)
+            table.calibration[f"b{b}-t{t}"] = cal
+            log.info("b%d t%d: grid %.0fs, calibration scale %.3f offset %.3f ms (sum of parts "
+                     "was %+.1f%% off)", b, t, grid_s, cal["scale"], cal["offset_ms"],
+                     -cal["raw_bias"] * 100)
+    table.grid = sorted(set(grid) | set(existing.grid if existing is not None else []))
+    table.save(results)
+    partial.unlink(missing_ok=True)
+    return table

@@ -1,0 +1,139 @@
+"""tp-profile: build this machine's latency lookup tables and validate the predictor."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from pruning.checkpoint import ARCHS, from_pretrained, random_model
+from pruning.cli_utils import (add_common, dump_json, guarded, int_list, positive_int,
+                               print_table, setup_logging)
+from pruning.errors import TpError
+from pruning.io_utils import atomic_write_text
+
+from .build import BuildSettings, build_table
+from .fingerprint import fingerprint
+from .measure import MeasureSettings
+from .predictor import Predictor
+from .store import results_dir, table_path
+from .table import LatencyTable, parse_grid
+from .validate import validate
+
+log = logging.getLogger("tp.profiler")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tp-profile",
+        description="Measure per-layer latency lookup tables for a model shape on this machine "
+                    "(keyed by a hardware fingerprint) and validate the latency predictor "
+                    "against end-to-end timings of random pruning schedules. Interrupted runs "
+                    "resume; an existing table is reused unless --force.")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--model", help="HF BERT checkpoint directory (default: bundled "
+                                     "all-MiniLM-L6-v2)")
+    src.add_argument("--arch", choices=sorted(ARCHS), help="a named shape with random weights "
+                     "(latency does not depend on the weights)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    p.add_argument("--threads", type=int_list, default=[1], help="thread counts, e.g. 1,2")
+    p.add_argument("--batch", type=int_list, default=[1], help="batch sizes, e.g. 1,8")
+    p.add_argument("--max-len", type=positive_int, default=512,
+                   help="largest token count in the grid (default: %(default)s)")
+    p.add_argument("--grid", help="explicit token counts, e.g. 1,2,4,8,16,32,64,128 "
+                                  "(default: dense below 16, coarser above)")
+    p.add_argument("--out", default=None, help="results directory (default: results/, or "
+                                               "$TP_SEARCH_RESULTS)")
+    p.add_argument("--force", action="store_true", help="re-measure even if a table exists")
+    p.add_argument("--point-budget", type=float, default=0.4,
+                   help="seconds of repeats per grid point (default: %(default)s)")
+    p.add_argument("--min-repeats", type=positive_int, default=5)
+    p.add_argument("--validate", action="store_true",
+                   help="measure random pruned schedules end to end and report prediction error")
+    p.add_argument("--samples", type=positive_int, default=50, help="validation schedules")
+    p.add_argument("--seq-len", type=int_list, default=[128],
+                   help="validation sequence lengths, e.g. 128,384")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--seed", type=int, default=0)
+    add_common(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args)
+    return guarded("tp-profile", lambda: _run(args))
+
+
+def _check_writable(res: Path) -> None:
+    try:
+        res.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TpError(f"--out {res}: cannot create it ({e.strerror}); choose a writable "
+                      "directory") from None
+    if not os.access(res, os.W_OK):
+        raise TpError(f"--out {res}: not writable; choose a writable directory")
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise TpError("--device cuda: no CUDA device visible to torch; use --device cpu")
+    model = random_model(args.arch) if args.arch else from_pretrained(args.model, tokenizer=False)
+    if args.max_len > model.config.max_position_embeddings:
+        raise TpError(f"--max-len {args.max_len} exceeds the model's "
+                      f"{model.config.max_position_embeddings} positions")
+    grid = parse_grid(args.grid, args.max_len) if args.grid else None
+    res = results_dir(args.out)
+    _check_writable(res)
+    fp = fingerprint(args.device)
+    path = table_path(res, fp.machine_id, model.shape)
+    existing = LatencyTable.load(path) if path.is_file() else None
+    if existing is not None and existing.machine.get("torch") != fp.torch and not args.force:
+        log.warning("existing table was measured with torch %s (now %s); pass --force to "
+                    "re-measure", existing.machine.get("torch"), fp.torch)
+    s = BuildSettings(batches=args.batch, threads=args.threads, max_len=args.max_len,
+                      grid=grid, device=args.device, force=args.force, seed=args.seed,
+                      measure=MeasureSettings(min_repeats=args.min_repeats,
+                                              point_budget_s=args.point_budget))
+    log.info("machine %s; profiling %s for batch %s, threads %s, up to %d tokens",
+             fp.machine_id, path.stem, args.batch, args.threads, args.max_len)
+    table = build_table(model, fp, res, s, existing)
+    summary: dict = {"machine_id": fp.machine_id, "table": str(path),
+                     "combos": table.combos(), "calibration": table.calibration}
+    if args.validate:
+        summary["validation"] = []
+        for b in args.batch:
+            for t in args.threads:
+                torch.set_num_threads(t)
+                pred = Predictor(table, batch=b, threads=t)
+                for n in args.seq_len:
+                    if n > pred.max_len:
+                        raise TpError(f"--seq-len {n} is above the table's {pred.max_len} tokens")
+                    df, v = validate(model, pred, n, args.samples, args.device, seed=args.seed)
+                    stem = path.stem
+                    out = path.parent / f"{stem}-validate-b{b}-t{t}-n{n}"
+                    atomic_write_text(Path(f"{out}.csv"), df.to_csv(index=False))
+                    d = v.to_dict() | {"machine_id": fp.machine_id, "shape": stem,
+                                       "calibration": table.calibration.get(f"b{b}-t{t}")}
+                    atomic_write_text(Path(f"{out}.json"), json.dumps(d, indent=2) + "\n")
+                    summary["validation"].append(d)
+    if args.format == "json":
+        sys.stdout.write(dump_json(summary))
+    else:
+        rows = [("machine", fp.machine_id), ("table", str(path))]
+        for k, c in table.calibration.items():
+            rows.append((f"calibration {k}", f"scale {c['scale']:.3f}, offset {c['offset_ms']:.3f}"
+                         f" ms, built in {c.get('total_seconds', '?')} s"))
+        for v in summary.get("validation", []):
+            rows.append((f"validation b{v['batch']} t{v['threads']} n{v['seq_len']}",
+                         f"median |err| {v['median_abs_error']:.1%}, p90 {v['p90_abs_error']:.1%},"
+                         f" within 10%: {v['within_10pct']:.0%} of {v['samples']}"))
+        print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
