@@ -25,14 +25,14 @@ class Predictor:
     def __init__(self, table: LatencyTable, batch: int = 1, threads: int = 1) -> None:
         self.table, self.batch, self.threads = table, batch, threads
         self.shape: ModelShape = table.shape
-        self.max_len = max(table.grid)
-        self._grid: dict[str, tuple[list[int], list[float]]] = {}
-        self._lut: dict[str, list[float]] = {}
+        self._grid: dict[str, tuple[list[int], list[float]]] = {
+            c: table.component(c, batch, threads)
+            for c in ("embed", "attn_sdpa", "attn_probs", "select", "finish")}
+        # this (batch, threads) may have been profiled to a shorter length than the table
+        self.max_len = min(xs[-1] for xs, _ in self._grid.values())
         ns = np.arange(self.max_len + 1)
-        for c in ("embed", "attn_sdpa", "attn_probs", "select", "finish"):
-            xs, ys = table.component(c, batch, threads)
-            self._grid[c] = (xs, ys)
-            self._lut[c] = np.interp(ns, xs, ys).tolist()
+        self._lut: dict[str, list[float]] = {
+            c: np.interp(ns, xs, ys).tolist() for c, (xs, ys) in self._grid.items()}
         self.head_ms = float(table.component("head", batch, threads)[1][0])
         cal = table.calibration.get(f"b{batch}-t{threads}", {})
         self.scale = float(cal.get("scale", 1.0))
