@@ -18,7 +18,8 @@ import numpy as np
 import psutil
 import torch
 
-from pruning.encoder import PrunedBert, gather, importance, select_tokens
+from pruning.config import PruningConfig
+from pruning.encoder import PrunedBert, gather
 
 log = logging.getLogger("tp.profiler")
 
@@ -69,8 +70,9 @@ class PassTimer:
         ids = torch.randint(1000, model.config.vocab_size, (batch, n), generator=g)
         ids[:, 0] = 101
         self.ids = ids.to(device)
-        self.m = max(1, n // 2)
-        self.counts = torch.full((batch,), self.m, device=device, dtype=torch.long)
+        # keep half the tokens at every layer: the selection step n -> n/2
+        self.half = PruningConfig.topk(model.shape, [0.5] * model.shape.num_layers)
+        self.n_real = torch.full((batch,), n, device=device, dtype=torch.long)
 
     def _t(self) -> float:
         _sync(self.device)
@@ -99,16 +101,16 @@ class PassTimer:
 
     def pruning_pass(self) -> dict[str, float]:
         """Every layer as a pruning layer (n -> n/2), continuing on n tokens afterwards so
-        each layer sees the same n; the finish on the kept half is timed."""
+        each layer sees the same n; the finish on the kept half is timed. ``select`` is the
+        encoder's own keep step (scores, counts, selection) plus the two gathers."""
         m, L = self.model, len(self.model.layers)
         x = m.embeddings(self.ids, None)
         probs_t = sel_t = fin_t = 0.0
-        for layer in m.layers:
+        for l, layer in enumerate(m.layers):
             a = self._t()
             ctx, probs = layer.attention(x, None, need_probs=True)
-            s = importance(probs, None)
             b = self._t()
-            idx, _ = select_tokens(s, None, self.counts)
+            idx, _, _ = m.keep_step(self.half, l, probs, None, self.n_real)
             xk, ck = gather(x, idx), gather(ctx, idx)
             c = self._t()
             layer.finish(xk, ck)

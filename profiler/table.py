@@ -7,8 +7,8 @@ fingerprint, grid, measurement settings and calibration. Stored under
 Components (what the pruned encoder really executes, see pruning/encoder.py):
   embed(n)       embeddings of n tokens
   attn_sdpa(n)   fused attention of a non-pruning layer over n tokens
-  attn_probs(n)  explicit attention with probabilities + importance scores over n tokens
-  select(n)      top-k / threshold selection and the gather of x and context, n -> n/2
+  attn_probs(n)  explicit attention with probabilities over n tokens
+  select(n)      the keep step (importance scores, counts, top-k) and the gathers, n -> n/2
   finish(n)      output projection, residual, FFN on n tokens
   head           pooler + classifier (stored at n = 1)
 """

@@ -197,9 +197,7 @@ class PrunedBert(nn.Module):
             ctx, probs = layer.attention(x, valid, need_probs=prunes)
             scores = None
             if prunes:
-                scores = importance(probs, valid)
-                counts = self._counts(cfg, l, scores, valid, n_real)
-                idx, valid = select_tokens(scores, valid, counts)
+                idx, valid, scores = self.keep_step(cfg, l, probs, valid, n_real)
                 x, ctx = gather(x, idx), gather(ctx, idx)
                 if pos is not None:
                     pos = pos.gather(1, idx)
@@ -212,6 +210,16 @@ class PrunedBert(nn.Module):
                 info.scores.append(scores)
         pooled = torch.tanh(self.pooler(x[:, 0]))
         return self.classifier(self.drop(pooled))
+
+    def keep_step(self, cfg: PruningConfig, layer: int, probs: Tensor, valid: Tensor | None,
+                  n_real: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
+        """Score, count and select: gather indices, the new validity mask, the scores.
+
+        The profiler times exactly this call, so the table holds what inference runs."""
+        scores = importance(probs, valid)
+        counts = self._counts(cfg, layer, scores, valid, n_real)
+        idx, new_valid = select_tokens(scores, valid, counts)
+        return idx, new_valid, scores
 
     @staticmethod
     def _counts(cfg: PruningConfig, layer: int, scores: Tensor, valid: Tensor | None,
