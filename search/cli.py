@@ -1,0 +1,192 @@
+"""tp-search: find the most accurate token-pruning configuration under a latency target.
+
+A thin wrapper: ``add_search_args`` builds the flags (reusable by the end-to-end pipeline),
+``settings_from_args`` turns them into ``SearchSettings``, ``run_search`` does the work.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+from pruning.cli_utils import add_common, dump_json, guarded, int_list, positive_int, \
+    print_table, setup_logging
+from pruning.errors import EXIT_INFEASIBLE
+
+from .space import keep_key
+from .study import SearchResult, SearchSettings, run_search
+
+EPILOG = f"""\
+exit codes: 0 success (also when the dense model already meets the target: its
+configuration is written and no search runs), 1 bad input (missing latency table, unknown
+machine, bad file), 2 usage error, {EXIT_INFEASIBLE} infeasible target (below the fastest
+latency the search space can reach; the message gives that latency), 130 interrupted (the
+study is kept: rerun the same command to resume).
+
+The latency constraint holds for one input of --seq-len real tokens (the worst case at that
+max length); reports also give the expected latency over the dev set's real lengths.
+"""
+
+
+def positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
+def machine_list(text: str) -> list[str]:
+    ids = [m.strip() for m in text.split(",") if m.strip()]
+    if not ids:
+        raise argparse.ArgumentTypeError("expected one or more machine ids, comma-separated")
+    return ids
+
+
+def add_search_args(p: argparse.ArgumentParser) -> None:
+    """Every tp-search flag except -v/-q and --format (callers add those once)."""
+    t = p.add_argument_group("target and workload")
+    t.add_argument("--latency-ms", type=positive_float, required=True,
+                   help="predicted latency target (ms) for one input of --seq-len real tokens")
+    t.add_argument("--flops-reduction", type=positive_float, metavar="R",
+                   help="also require a MACs reduction >= R at the workload")
+    t.add_argument("--seq-len", type=positive_int,
+                   help="workload max length: the constraint holds for an input of this many "
+                        "real tokens, and the proxy evaluation truncates to it (default: the "
+                        "task's max length, 128 for rotten_tomatoes)")
+    t.add_argument("--batch", type=positive_int, default=1, help="workload batch (default 1)")
+    t.add_argument("--threads", type=positive_int, default=1,
+                   help="workload threads (default 1)")
+    t.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    t.add_argument("--machine", type=machine_list, default=[],
+                   help="plan for these machines' latency tables (comma-separated ids; "
+                        "default: this machine). With several, one configuration per machine")
+    t.add_argument("--results", help="latency tables root (default: results, or "
+                                     "$TP_SEARCH_RESULTS)")
+    m = p.add_argument_group("model and data")
+    m.add_argument("--task", default="rotten_tomatoes",
+                   help="rotten_tomatoes, a GLUE task dir or a CSV/TSV file (default: %(default)s)")
+    m.add_argument("--model", help="checkpoint to deploy (default: bundled all-MiniLM-L6-v2)")
+    m.add_argument("--proxy-model", help="checkpoint whose static top-k metric ranks the "
+                                         "candidates, e.g. a ranking-distilled one "
+                                         "(default: --model)")
+    m.add_argument("--eval-samples", type=positive_int, default=300,
+                   help="fixed dev subset for the proxy metric (default 300)")
+    s = p.add_argument_group("search")
+    s.add_argument("--trials", type=positive_int, default=100,
+                   help="COMPLETE trials in the study in total, resumed runs and other "
+                        "workers included (default 100)")
+    s.add_argument("--population", type=positive_int, default=20,
+                   help="NSGA-II population size (default 20)")
+    s.add_argument("--seed", type=int, default=0, help="search and dev-subset seed")
+    s.add_argument("--layers", type=int_list, default=[],
+                   help="candidate pruning layers, e.g. 1,2,3 (default: all but layer 0)")
+    s.add_argument("--min-ratio", type=positive_float, default=0.2,
+                   help="smallest fraction a pruning layer keeps of its input (default 0.2)")
+    s.add_argument("--max-ratio", type=positive_float, default=0.95,
+                   help="largest such fraction (default 0.95)")
+    s.add_argument("--floor", type=positive_float, default=0.02,
+                   help="smallest keep fraction of the real length (default 0.02)")
+    o = p.add_argument_group("storage and outputs")
+    o.add_argument("--out", help="output directory (default: "
+                                 "runs/<task>-<model>-<machine>-<target>ms)")
+    o.add_argument("--storage", help="Optuna RDB URL shared by workers, e.g. "
+                                     "postgresql://user:pw@host/db (default: sqlite <out>/study.db)")
+    o.add_argument("--study-name", help="study name (default: derived from the settings, so "
+                                        "the same command resumes the same study)")
+    o.add_argument("--no-measure", action="store_true",
+                   help="do not time the chosen configuration with the real encoder")
+    o.add_argument("--repeats", type=positive_int, default=30,
+                   help="timed repeats of the measurement (default 30)")
+
+
+def settings_from_args(args: argparse.Namespace) -> SearchSettings:
+    return SearchSettings(
+        latency_ms=args.latency_ms, task=args.task, model=args.model,
+        proxy_model=args.proxy_model, machines=tuple(args.machine), results=args.results,
+        seq_len=args.seq_len, batch=args.batch, threads=args.threads, device=args.device,
+        flops_reduction=args.flops_reduction, trials=args.trials, population=args.population,
+        eval_samples=args.eval_samples, seed=args.seed, out=args.out, storage=args.storage,
+        study_name=args.study_name, measure=not args.no_measure, repeats=args.repeats,
+        layers=tuple(args.layers), min_ratio=args.min_ratio, max_ratio=args.max_ratio,
+        floor=args.floor, progress=not args.quiet)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tp-search", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Search which layers prune and how many tokens each keeps (coarse to "
+                    "fine, NSGA-II), maximising the dev metric of static top-k pruning "
+                    "(no retraining) under a predicted-latency target from this machine's "
+                    "(or --machine's) latency table. Resumable; several workers may share "
+                    "one --storage.")
+    add_search_args(p)
+    p.add_argument("--format", choices=("table", "json"), default="table",
+                   help="summary on stdout (logs go to stderr)")
+    add_common(p)
+    return p
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """``kill`` (SIGTERM) ends the run like Ctrl-C: the running trial is marked FAIL."""
+    def handler(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def summary_rows(r: SearchResult) -> list[tuple[str, str]]:
+    rows = [("status", "dense model meets the target (no search)" if r.status == "dense"
+             else f"searched ({r.stats.get('complete', 0)} complete trials)"),
+            ("workload", r.workload_text()),
+            ("target", f"{r.target_ms:g} ms predicted"
+                       + (f", MACs reduction >= {r.settings.flops_reduction:g}x"
+                          if r.settings.flops_reduction else ""))]
+    for c in r.choices:
+        keep = keep_key(c.config.keep) if c.config.keep else "dense"
+        rows += [(f"{c.machine_id}", f"keep {keep}"),
+                 ("  predicted", f"{c.latency_ms:.3f} ms (dense {c.dense_ms:.3f} ms); "
+                                 f"over dev lengths {c.expected_ms or float('nan'):.3f} ms"),
+                 ("  proxy " + r.metric_name, f"{c.metric:.4f} (dense {r.dense_metric:.4f})"),
+                 ("  MACs reduction", f"{c.macs['workload']:.2f}x at the workload, "
+                                      f"{c.macs['real']:.2f}x dev real lengths, "
+                                      f"{c.macs['padded']:.2f}x vs padded to {r.seq_len}")]
+        m = c.measurement
+        rows.append(("  measured", c.measure_note if m is None else
+                     f"{m.chosen.median_ms:.3f} ms (dense {m.dense.median_ms:.3f} ms), "
+                     f"prediction error {m.error_pct:+.1f}%"
+                     + ("" if m.meets_target else " -- MISSES THE TARGET")))
+    rows += [("seed", str(r.settings.seed)), ("outputs", str(r.out_dir))]
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args)
+    return guarded("tp-search", lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    with sigterm_as_interrupt():
+        result = run_search(settings_from_args(args))
+    if args.format == "json":
+        sys.stdout.write(dump_json(result.to_dict()))
+    else:
+        print_table(summary_rows(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Search space round trip, the fastest-schedule DP, the constraint check and the objective."""
+import itertools
+import random
+
+import optuna
+import pytest
+
+from profiler.predictor import Predictor
+from profiler.testing import synthetic_table
+from pruning import ModelShape, PruningConfig, TpError
+from search import Checker, Objective, SearchSpace, expected_latency, fastest, keep_key
+from search.space import prune_param, ratio_param
+
+SHAPE = ModelShape(6, 64, 4, 128)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture(scope="module")
+def pred():
+    return Predictor(synthetic_table(SHAPE, max_len=64, ms_per_gmac=2000, overhead_ms=0.001))
+
+
+def random_params(space, rng):
+    params = {}
+    for l in space.layers:
+        params[prune_param(l)] = rng.random() < 0.5
+        if params[prune_param(l)]:
+            params[ratio_param(l)] = rng.uniform(space.min_ratio, space.max_ratio)
+    return params
+
+
+@pytest.mark.parametrize("layers", [(), (2, 4), (1,)])
+def test_round_trip(layers):
+    space = SearchSpace(SHAPE, layers)
+    rng = random.Random(0)
+    for _ in range(200):
+        cfg = space.to_config(random_params(space, rng))
+        assert cfg.method == "search" and cfg.keep[0] == 1.0
+        assert all(b <= a for a, b in zip(cfg.keep, cfg.keep[1:]))
+        assert min(cfg.keep) >= space.floor
+        assert all(not cfg.prunes_at(l) for l in range(SHAPE.num_layers) if l not in space.layers)
+        back = space.to_config(space.to_params(cfg))
+        assert back.keep == cfg.keep
+    dense = space.to_params(PruningConfig.dense(SHAPE))
+    assert space.to_config(dense).is_dense
+
+
+def test_floor_and_out_of_space():
+    space = SearchSpace(SHAPE, min_ratio=0.2, floor=0.05)
+    deep = space.chain()  # every layer at the smallest ratio, clamped at the floor
+    assert deep.keep == (1.0, 0.2, 0.05, 0.05, 0.05, 0.05)
+    assert space.to_config(space.to_params(deep)).keep == deep.keep
+    with pytest.raises(TpError, match="not a candidate layer"):
+        SearchSpace(SHAPE, (2, 3)).to_params(PruningConfig.topk(SHAPE, [1, 0.5, 0.5, 0.5, 0.5, 0.5]))
+    with pytest.raises(TpError, match="outside the search range"):
+        space.to_params(PruningConfig.topk(SHAPE, [1, 0.99, 0.99, 0.99, 0.99, 0.99]))
+    with pytest.raises(TpError, match="layer 0 never prunes"):
+        SearchSpace(SHAPE, (0, 1))
+    with pytest.raises(TpError, match="0 < min <= max < 1"):
+        SearchSpace(SHAPE, min_ratio=0.9, max_ratio=0.5)
+
+
+def test_define_by_run_is_conditional():
+    space = SearchSpace(SHAPE)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(30):
+        t = study.ask()
+        cfg = space.suggest(t)
+        study.tell(t, 0.0)
+        for l in space.layers:
+            assert (ratio_param(l) in t.params) == bool(t.params[prune_param(l)])
+        assert space.to_config(t.params).keep == cfg.keep
+
+
+def test_fastest_matches_brute_force(pred):
+    space = SearchSpace(SHAPE)
+    cfg, ms = fastest(space, pred, 64)
+    brute = min(pred.predict(space.chain(c), 64) for r in range(len(space.layers) + 1)
+                for c in itertools.combinations(space.layers, r))
+    assert ms == pytest.approx(brute)
+    assert ms == pytest.approx(pred.predict(cfg, 64)) and ms < pred.dense(64)
+    rng = random.Random(1)  # nothing in the space is faster
+    assert all(pred.predict(space.to_config(random_params(space, rng)), 64) >= ms - 1e-9
+               for _ in range(300))
+
+
+def test_checker_and_expected_latency(pred):
+    space = SearchSpace(SHAPE)
+    target = 0.7 * pred.dense(64)
+    chk = Checker({"m": pred}, target, 64, flops_reduction=1.5)
+    for cfg in (space.chain(), space.chain(()), space.chain((5,))):
+        c = chk(cfg)
+        lat_ok = c.latency_ms["m"] <= target
+        assert c.constraints[0] == pytest.approx(c.latency_ms["m"] - target)
+        assert c.feasible["m"] == (lat_ok and c.macs_reduction >= 1.5)
+    assert not chk(space.chain(())).any_feasible  # dense: neither constraint
+    cfg = space.chain((2,))
+    lengths = [5, 5, 20, 64]
+    exp = expected_latency(pred, cfg, lengths)
+    assert exp == pytest.approx(sum(pred.predict(cfg, n) for n in lengths) / 4)
+    assert expected_latency(pred, cfg, [65]) is None  # off the table
+
+
+def test_objective_never_evaluates_infeasible_and_caches(pred):
+    space = SearchSpace(SHAPE)
+    target = 0.6 * pred.dense(64)
+    calls = []
+
+    def evaluator(cfg):
+        calls.append(keep_key(cfg.keep))
+        return sum(cfg.keep) / len(cfg.keep)
+
+    obj = Objective(space, Checker({"m": pred}, target, 64), evaluator)
+    study = optuna.create_study(directions=["maximize", "minimize"],
+                                sampler=optuna.samplers.NSGAIISampler(seed=0, population_size=8))
+    fast = fastest(space, pred, 64)[0]
+    for _ in range(3):  # the same configuration three times: evaluated once
+        study.enqueue_trial(space.to_params(fast))
+    study.optimize(obj, n_trials=60)
+    attrs = [t.user_attrs["tp"] for t in study.trials]
+    for a in attrs:
+        if a["latency_ms"]["m"] > target:
+            assert a["evaluated"] == "skipped" and a["metric"] is None
+        else:
+            assert a["metric"] is not None
+    assert sorted(calls) == sorted(a["keep_key"] for a in attrs if a["evaluated"] == "yes")
+    assert len(calls) == len(set(calls)) == obj.evaluations
+    assert obj.cache_hits >= 2 and obj.skipped == sum(a["metric"] is None for a in attrs) > 0
+    assert all(t.constraints["latency"] == pytest.approx(t.user_attrs["tp"]["latency_ms"]["m"]
+                                                         - target) for t in study.trials)
