@@ -1,15 +1,27 @@
 """tp-search search: the constrained, resumable search for token-pruning configurations.
 
 ``run_search(SearchSettings(...))`` runs the whole ``tp-search`` command from Python and
-returns a ``SearchResult``; the pieces (space, objective, study loop, reports) are usable
-on their own.
+returns a ``SearchResult``; the pieces (space, objective, record, reports) are usable on
+their own. Names are imported on first use, so ``tp-search --help`` does not load torch.
 """
-from .measure import Measurement, measure
-from .objective import Check, Checker, Objective, ProxyEvaluator, expected_latency, fastest
-from .space import SearchSpace, keep_key
-from .record import Entry, Record
-from .study import MachineChoice, SearchResult, SearchSettings, run_search
+from __future__ import annotations
 
-__all__ = ["Check", "Checker", "Entry", "MachineChoice", "Measurement", "Objective",
-           "ProxyEvaluator", "Record", "SearchResult", "SearchSettings", "SearchSpace",
-           "expected_latency", "fastest", "keep_key", "measure", "run_search"]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Measurement": "measure", "measure": "measure",
+    "Check": "objective", "Checker": "objective", "Objective": "objective",
+    "ProxyEvaluator": "objective", "expected_latency": "objective", "fastest": "objective",
+    "Entry": "record", "Record": "record",
+    "SearchSpace": "space", "keep_key": "space",
+    "MachineChoice": "study", "SearchResult": "study", "SearchSettings": "study",
+    "run_search": "study",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,14 +9,14 @@ import argparse
 import signal
 import sys
 from contextlib import contextmanager
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from pruning.cli_utils import add_common, dump_json, guarded, int_list, positive_int, \
     print_table, setup_logging
 from pruning.errors import EXIT_INFEASIBLE
 
-from .space import keep_key
-from .study import SearchResult, SearchSettings, run_search
+if TYPE_CHECKING:  # pragma: no cover
+    from .study import SearchResult, SearchSettings
 
 EPILOG = f"""\
 exit codes: 0 success (also when the dense model already meets the target: its
@@ -76,6 +76,9 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
                                          "(default: --model)")
     m.add_argument("--eval-samples", type=positive_int, default=300,
                    help="fixed dev subset for the proxy metric (default 300)")
+    m.add_argument("--eval-threads", type=positive_int,
+                   help="torch threads for the proxy evaluation (default: --threads, which "
+                        "also suits several workers on one machine)")
     s = p.add_argument_group("search")
     s.add_argument("--trials", type=positive_int, default=100,
                    help="COMPLETE trials in the study in total, resumed runs and other "
@@ -104,14 +107,15 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
                    help="timed repeats of the measurement (default 30)")
 
 
-def settings_from_args(args: argparse.Namespace) -> SearchSettings:
+def settings_from_args(args: argparse.Namespace) -> "SearchSettings":
+    from .study import SearchSettings
     return SearchSettings(
         latency_ms=args.latency_ms, task=args.task, model=args.model,
         proxy_model=args.proxy_model, machines=tuple(args.machine), results=args.results,
         seq_len=args.seq_len, batch=args.batch, threads=args.threads, device=args.device,
         flops_reduction=args.flops_reduction, trials=args.trials, population=args.population,
-        eval_samples=args.eval_samples, seed=args.seed, out=args.out, storage=args.storage,
-        study_name=args.study_name, measure=not args.no_measure, repeats=args.repeats,
+        eval_samples=args.eval_samples, eval_threads=args.eval_threads, seed=args.seed,
+        out=args.out, storage=args.storage, study_name=args.study_name, measure=not args.no_measure, repeats=args.repeats,
         layers=tuple(args.layers), min_ratio=args.min_ratio, max_ratio=args.max_ratio,
         floor=args.floor, progress=not args.quiet)
 
@@ -147,7 +151,8 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-def summary_rows(r: SearchResult) -> list[tuple[str, str]]:
+def summary_rows(r: "SearchResult") -> list[tuple[str, str]]:
+    from .space import keep_key
     rows = [("status", "dense model meets the target (no search)" if r.status == "dense"
              else f"searched ({r.stats.get('complete', 0)} complete trials)"),
             ("workload", r.workload_text()),
@@ -179,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from .study import run_search
     with sigterm_as_interrupt():
         result = run_search(settings_from_args(args))
     if args.format == "json":

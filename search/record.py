@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from .objective import ATTR
 from .space import SearchSpace
@@ -89,6 +89,8 @@ class Record:
         self._seen_trials: set[int] = set()
         self._seen_batches: set[str] = set()
         self._last_flush = self._last_pull = time.monotonic()
+        self._pulled_once = False
+        self.shared = False  # set once a pull brings trials another live worker wrote
 
     # ---- reading ------------------------------------------------------------------------
     def pull(self) -> list[Entry]:
@@ -107,7 +109,7 @@ class Record:
             else:
                 self.entries[e.key] = e
                 new.append(e)
-        for k, batch in self.study.user_attrs.items():
+        for k, batch in self._study_attrs().items():
             if not k.startswith(BATCH_PREFIX) or k in self._seen_batches:
                 continue
             self._seen_batches.add(k)
@@ -118,7 +120,18 @@ class Record:
                     self.entries[e.key] = e
                     new.append(e)
         self._last_pull = time.monotonic()
+        if new and self._pulled_once:
+            self.shared = True  # another worker is writing to this study right now
+        self._pulled_once = True
         return new
+
+    def _study_attrs(self) -> dict[str, Any]:
+        """The study's user attributes without ``Study.user_attrs``'s deep copy (it copied
+        every recorded batch on every pull: O(trials) per pull)."""
+        try:
+            return self.study._storage.get_study_user_attrs(self.study._study_id)
+        except AttributeError:  # a future Optuna without these internals
+            return self.study.user_attrs
 
     def pull_due(self, every_s: float) -> bool:
         return time.monotonic() - self._last_pull >= every_s
@@ -150,7 +163,3 @@ class Record:
             self._seq += 1
             self._buffer = []
         self._last_flush = time.monotonic()
-
-    def restore_into(self, work: Any, entries: Iterable[Entry]) -> None:
-        """Add finished trials to the in-memory study the sampler works in."""
-        work.add_trials([e.frozen(self.space) for e in entries])

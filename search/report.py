@@ -6,6 +6,8 @@ Nothing here searches or measures; every function takes finished trials or a
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -215,15 +217,19 @@ def render_png(plots: Sequence[ParetoPlot], path: Path) -> None:
             ax.scatter([p.chosen[0]], [p.chosen[1]], marker="*", s=160, color="tab:orange",
                        label="chosen", zorder=4)
         ax.set_xlabel("predicted latency (ms)")
-        ax.set_ylabel(f"dev {p.metric_name} ({PRUNING_NOTE})", fontsize=8)
+        ax.set_ylabel(f"dev {p.metric_name} (proxy: static top-k, no retraining)", fontsize=9)
         ax.set_title(f"{p.machine}\n{p.workload}", fontsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)  # a unique name: two workers may write the same report at once
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        Path(tmp).unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------- markdown

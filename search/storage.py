@@ -15,8 +15,19 @@ log = logging.getLogger("tp.search")
 
 def storage_url(storage: str | None, out_dir: Path) -> str:
     if storage:
-        return storage
+        return with_driver(storage)
     return f"sqlite:///{(Path(out_dir) / 'study.db').resolve()}"
+
+
+def with_driver(url: str) -> str:
+    """``postgresql://`` means psycopg 3 to SQLAlchemy 2.1; use psycopg2 when only it is
+    installed (pyproject's test extra installs psycopg2-binary)."""
+    import importlib.util
+    if url.startswith(("postgresql://", "postgres://")) and \
+            importlib.util.find_spec("psycopg") is None and \
+            importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url.split("://", 1)[1]
+    return url
 
 
 def redact(url: str) -> str:

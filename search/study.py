@@ -26,12 +26,12 @@ from pruning.macs import macs_report
 
 from .measure import Measurement, measure
 from .record import Record
+from .work import DIRECTIONS, WorkStudy
 from .objective import Checker, Objective, ProxyEvaluator, expected_latency, fastest
 from .space import SearchSpace, keep_key
 
 log = logging.getLogger("tp.search")
 
-DIRECTIONS = ("maximize", "minimize")  # proxy metric, predicted latency (first machine)
 WORKLOAD_KIND = "one input of seq_len real tokens (the worst case at max length seq_len)"
 
 
@@ -52,6 +52,7 @@ class SearchSettings:
     population: int = 20
     eval_samples: int = 300
     eval_batch: int = 32
+    eval_threads: int | None = None  # torch threads for the proxy evaluation; None: threads
     seed: int = 0
     out: str | None = None
     storage: str | None = None  # None: sqlite:///<out>/study.db
@@ -316,14 +317,6 @@ def open_study(url: str, name: str, identity: dict[str, Any]) -> tuple[Any, bool
     return study, False
 
 
-def work_study(seed: int, population: int) -> Any:
-    """The in-memory study NSGA-II samples in (see record.py for why it is separate)."""
-    import optuna
-    return optuna.create_study(directions=list(DIRECTIONS),
-                               sampler=optuna.samplers.NSGAIISampler(
-                                   population_size=population, seed=seed))
-
-
 def run_id() -> str:
     """Sorts by start time; unique across processes and hosts."""
     from datetime import datetime, timezone
@@ -337,23 +330,23 @@ def derived_seed(seed: int, known: int, run: str) -> int:
     return int(hashlib.sha1(f"{seed}:{known}:{run}".encode()).hexdigest()[:8], 16)
 
 
-def sync(record: Record, work: Any, objective: Objective) -> int:
+def sync(record: Record, work: WorkStudy, objective: Objective) -> int:
     """Bring what other runs/workers recorded into the sampler's study and the cache."""
     new = sorted(record.pull(), key=lambda e: e.key)
     for e in new:
         objective.remember(e.attrs)
-    if new:
-        record.restore_into(work, new)
+    work.migrate(new)
     return len(new)
 
 
-def run_trials(work: Any, record: Record, objective: Objective, total: int,
+def run_trials(work: WorkStudy, record: Record, objective: Objective, total: int,
                progress: bool = True, pull_every_s: float = 2.0) -> int:
     """Ask/tell until ``total`` trials are finished in the record (all workers together).
 
     Returns how many this process ran. With several workers each sees the others' trials
-    at its next pull (every ``pull_every_s`` and before each evaluation), so a shared study
-    may end a few trials above ``total``.
+    at its next pull (every ``pull_every_s``, at most once a second before an evaluation,
+    and every few trials near the end), so a shared study may end a few trials above
+    ``total``.
     """
     from tqdm.auto import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
@@ -361,7 +354,7 @@ def run_trials(work: Any, record: Record, objective: Objective, total: int,
     from .objective import ATTR
     from .record import Entry
 
-    objective.refresh = lambda: sync(record, work, objective) if record.pull_due(0.2) \
+    objective.refresh = lambda: sync(record, work, objective) if record.pull_due(1.0) \
         else None
     ran = 0
     if record.complete() >= total:
@@ -376,7 +369,12 @@ def run_trials(work: Any, record: Record, objective: Objective, total: int,
                 record.add(Entry(record.run, ran, dict(ft.params), tuple(ft.values),
                                  dict(ft.user_attrs[ATTR]), dict(ft.system_attrs)))
                 ran += 1
-                if record.pull_due(pull_every_s):
+                remaining = total - record.complete()
+                if record.shared and remaining < record.flush_n:  # the last stretch with
+                    if ran % max(1, remaining // 4) == 0:  # other workers: share progress
+                        record.flush()  # often, so that all stop near total
+                        sync(record, work, objective)
+                elif record.pull_due(pull_every_s):
                     sync(record, work, objective)
                 bar.update(max(0, min(record.complete(), total) - bar.n))
         finally:
@@ -526,12 +524,12 @@ def _search(s: SearchSettings, ctx: _Context, out_dir: Path, dense_ms: dict[str,
     record = Record(study, ctx.space, run)
     known = sorted(record.pull(), key=lambda e: e.key)
     sampler_seed = s.seed if created else derived_seed(s.seed, len(known), run)
-    work = work_study(sampler_seed, s.population)
+    work = WorkStudy(ctx.space, sampler_seed, s.population)
     checker = Checker(ctx.predictors, s.latency_ms, ctx.seq_len, s.flops_reduction)
     objective = Objective(ctx.space, checker, ctx.evaluator, sampler_seed)
     for e in known:
         objective.remember(e.attrs)
-    record.restore_into(work, known)
+    work.migrate(known)
     log.info("%s study %s in %s: %d trials recorded, %d to go (sampler seed %d)",
              "created" if created else "resumed", name, redact(url), len(known),
              max(0, s.trials - len(known)), sampler_seed)
@@ -544,7 +542,7 @@ def _search(s: SearchSettings, ctx: _Context, out_dir: Path, dense_ms: dict[str,
         if s.flops_reduction:
             seeds.append(ctx.space.chain())
         for cfg in seeds:
-            work.enqueue_trial(ctx.space.to_params(cfg), skip_if_exists=True)
+            work.enqueue(ctx.space.to_params(cfg))
     ran = run_trials(work, record, objective, s.trials, s.progress)
     record.pull()  # other workers' last trials, record numbers of ours
     entries = record.sorted_entries()
@@ -570,6 +568,17 @@ def _search(s: SearchSettings, ctx: _Context, out_dir: Path, dense_ms: dict[str,
 
 
 def run_search(s: SearchSettings) -> SearchResult:
+    """Run (or resume) the search of ``s``; write the outputs; return what was chosen."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(s.eval_threads or s.threads)  # restored below
+    try:
+        return _run_search(s)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_search(s: SearchSettings) -> SearchResult:
     from .report import write_outputs
 
     ctx = _prepare(s)

@@ -128,3 +128,26 @@ def test_objective_never_evaluates_infeasible_and_caches(pred):
     assert obj.cache_hits >= 2 and obj.skipped == sum(a["metric"] is None for a in attrs) > 0
     assert all(t.constraints["latency"] == pytest.approx(t.user_attrs["tp"]["latency_ms"]["m"]
                                                          - target) for t in study.trials)
+
+
+def test_work_study_compaction_keeps_the_elite(pred):
+    from search.record import Entry
+    from search.work import WorkStudy
+    space = SearchSpace(SHAPE)
+    obj = Objective(space, Checker({"m": pred}, 0.6 * pred.dense(64), 64),
+                    lambda cfg: sum(cfg.keep) / len(cfg.keep))
+    work = WorkStudy(space, seed=0, population=8, limit=40)
+    best = []
+    for i in range(120):
+        t = work.ask()
+        values = obj(t)
+        ft = work.tell(t, values)
+        assert ft.values == list(values)
+        best.append(values[0])
+        assert len(work.study.get_trials(deepcopy=False)) < 40
+    assert work.compactions >= 2
+    kept = max(t.values[0] for t in work.study.get_trials(deepcopy=False) if t.values)
+    assert kept == max(best)  # elitism survives the rebuilds
+    entries = [Entry("r", i, {}, (0.5, 1.0), {"keep": [1.0] * 6}) for i in range(3)]
+    work.migrate(entries)  # other runs' trials join the current generation
+    assert sum(t.values == [0.5, 1.0] for t in work.study.get_trials(deepcopy=False)) >= 3
