@@ -24,7 +24,7 @@ from .space import SearchSpace, keep_key, prune_param, ratio_param
 if TYPE_CHECKING:  # pragma: no cover
     from .study import SearchResult
 
-PRUNING_NOTE = "static top-k applied to the model without retraining (proxy)"
+PRUNING_NOTE = "the search's proxy: static top-k applied without retraining"
 
 
 def lat_col(machine: str, machines: Sequence[str]) -> str:
@@ -245,8 +245,9 @@ def _md_table(df: pd.DataFrame) -> str:
         return "(none)\n"
     head = "| " + " | ".join(map(str, df.columns)) + " |"
     sep = "|" + "|".join("---" for _ in df.columns) + "|"
-    body = ["| " + " | ".join(_fmt(v, ".4g") if isinstance(v, float) else str(v)
-                              for v in row) + " |" for row in df.itertuples(index=False)]
+    body = ["| " + " | ".join(_fmt(v, ".4g") if isinstance(v, float) or v is None
+                              else str(v) for v in row) + " |"
+            for row in df.itertuples(index=False)]
     return "\n".join([head, sep, *body]) + "\n"
 
 

@@ -1,10 +1,11 @@
-"""Settings, the Optuna study (create or resume), the trial loop, and ``run_search``.
+"""Settings, the study (create or resume), the trial loop, and ``run_search``.
 
 ``run_search(settings)`` is the whole command without its CLI: it loads the task, the proxy
 model and each machine's latency predictor, refuses impossible targets, returns the dense
-model when it already meets the target, otherwise runs (or resumes) an NSGA-II study until
-``settings.trials`` trials are COMPLETE in its storage, chooses one configuration per
-machine, measures it where it can, and writes the outputs.
+model when it already meets the target, otherwise runs (or resumes) the NSGA-II search
+until ``settings.trials`` trials are finished in the study's record (all runs and workers
+together; see record.py and work.py), chooses one configuration per machine, measures it
+where it can, and writes the outputs.
 """
 from __future__ import annotations
 
@@ -25,10 +26,10 @@ from pruning.errors import InfeasibleError, TpError
 from pruning.macs import macs_report
 
 from .measure import Measurement, measure
-from .record import Record
-from .work import DIRECTIONS, WorkStudy
 from .objective import Checker, Objective, ProxyEvaluator, expected_latency, fastest
+from .record import Record
 from .space import SearchSpace, keep_key
+from .work import DIRECTIONS, WorkStudy
 
 log = logging.getLogger("tp.search")
 
@@ -195,7 +196,7 @@ def _model_shape(path: Path) -> tuple[ModelShape, int]:
 
 def _prepare(s: SearchSettings) -> _Context:
     from profiler import fingerprint, load_predictor
-    from pruning.checkpoint import from_pretrained, resolve_model_dir
+    from pruning.checkpoint import from_pretrained, read_hf_config, resolve_model_dir
     from pruning.data import load_task, real_lengths, task_spec
 
     if s.latency_ms <= 0:
@@ -210,6 +211,11 @@ def _prepare(s: SearchSettings) -> _Context:
     model_dir = resolve_model_dir(s.model)
     proxy_dir = resolve_model_dir(s.proxy_model) if s.proxy_model else model_dir
     model = from_pretrained(proxy_dir, num_labels=spec.num_labels).to(s.device)
+    archs = read_hf_config(proxy_dir).get("architectures") or []
+    if not any("ForSequenceClassification" in a for a in archs):
+        log.warning("%s has no classification head for %s: the proxy metric is that of a "
+                    "freshly initialised head (chance level); fine-tune first (tp-train) "
+                    "and pass the result as --model/--proxy-model", proxy_dir, spec.name)
     shape = model.shape
     if proxy_dir != model_dir:
         mshape, _ = _model_shape(model_dir)
@@ -537,10 +543,14 @@ def _search(s: SearchSettings, ctx: _Context, out_dir: Path, dense_ms: dict[str,
     if dense_metric is None:
         dense_metric = ctx.evaluator(PruningConfig.dense(ctx.shape))
         study.set_user_attr("dense_metric", dense_metric)
-    if not known:  # the fastest schedules first: a feasible trial exists from the start
-        seeds = [f[0] for f in fast.values()]
-        if s.flops_reduction:
+    dense_cfg = ctx.space.chain(())  # keep all 1: a point of the space
+    objective.remember({"keep_key": keep_key(dense_cfg.keep), "metric": dense_metric})
+    if not known:  # the fastest schedules first: a feasible trial exists from the start;
+        seeds = [f[0] for f in fast.values()]  # and the dense model where it meets the
+        if s.flops_reduction:  # target on some machine (it is that machine's best)
             seeds.append(ctx.space.chain())
+        if any(t <= s.latency_ms for t in dense_ms.values()) and not s.flops_reduction:
+            seeds.append(dense_cfg)
         for cfg in seeds:
             work.enqueue(ctx.space.to_params(cfg))
     ran = run_trials(work, record, objective, s.trials, s.progress)
