@@ -10,11 +10,21 @@ Reports ms per trial, split into screened (rejected by the predictor) and evalua
 and writes ``results/<machine-id>/search_overhead.json``.
 
     .venv/bin/python benchmarks/search_overhead.py --trials 2000 --storage memory,sqlite
+
+Why the design (search/record.py, search/work.py), measured with earlier versions of this
+script on the 2-core reference machine at 300-2000 trials: NSGA-II run directly on Optuna's
+SQLite storage cost ~490 ms/trial (rollback journal: an fsync per commit, a few dozen commits
+per trial), ~60 ms/trial in WAL mode (SQLAlchemy ORM work per parameter and attribute);
+Optuna's JournalFileBackend ~83 ms/trial; ``Study.add_trial`` of a finished trial into
+SQLite ~18 ms. In memory, NSGA-II cost ~1 ms/trial early but grew with the history (Optuna's
+GA scans every trial to find generations and parents; ~4-7 ms/trial after 2000 trials)
+until the working study was bounded by elitist compaction.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -85,15 +95,23 @@ def one_run(storage: str, trials: int, seed: int, population: int, target_frac: 
     scr = [d for d, ev in per if not ev]
     eva = [d for d, ev in per if ev]
     last = per[-200:]
-    return {"storage": storage if storage in ("memory", "sqlite") else "rdb", "trials": n,
+    out = {"storage": storage if storage in ("memory", "sqlite") else "rdb", "trials": n,
             "total_s": total, "ms_per_trial": total / n * 1e3,
             "cpu_ms_per_trial": cpu / n * 1e3,
             "ms_per_screened_trial": 1e3 * sum(scr) / max(len(scr), 1),
             "ms_per_evaluated_trial_excl_evaluation": 1e3 * sum(eva) / max(len(eva), 1),
             "ms_per_trial_last_200": 1e3 * sum(d for d, _ in last) / len(last),
             "screened": len(scr), "evaluated": len(eva),
-            "cache_hits": objective.cache_hits,
-            "within_budget": total / n * 1e3 <= BUDGET_MS}
+            "cache_hits": objective.cache_hits}
+    # The budget covers sampling + constraint check, no data evaluation: every trial in
+    # memory; with SQLite, a screened trial (an evaluated one also writes one Optuna trial
+    # to the database, once per proxy evaluation, which takes ~1 s on MiniLM).
+    out["machinery_ms_per_trial"] = (out["ms_per_trial"] if storage == "memory"
+                                     else out["ms_per_screened_trial"])
+    out["record_write_ms_per_evaluated_trial"] = max(
+        0.0, out["ms_per_evaluated_trial_excl_evaluation"] - out["ms_per_screened_trial"])
+    out["within_budget"] = out["machinery_ms_per_trial"] <= BUDGET_MS
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"trials (last 200: {r['ms_per_trial_last_200']:.3f}); screened "
                   f"{r['ms_per_screened_trial']:.3f} ms x {r['screened']}, evaluated "
                   f"{r['ms_per_evaluated_trial_excl_evaluation']:.3f} ms x {r['evaluated']} "
-                  f"(+ the evaluation itself); budget {BUDGET_MS} ms/trial: "
-                  f"{'ok' if r['within_budget'] else 'OVER'}", file=sys.stderr)
+                  f"(+ the evaluation itself); machinery {r['machinery_ms_per_trial']:.3f} "
+                  f"ms/trial vs budget {BUDGET_MS}: {'ok' if r['within_budget'] else 'OVER'}",
+                  file=sys.stderr)
             runs.append(r)
     fp = fingerprint()
     out = {"benchmark": "search_overhead", "budget_ms_per_trial": BUDGET_MS,
@@ -133,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
            "population": args.population, "seed": args.seed,
            "runs": runs,
            "environment": {"machine_id": fp.machine_id, "optuna": optuna.__version__,
-                           "python": platform.python_version()}}
+                           "python": platform.python_version(),
+                           "load_average_1m": os.getloadavg()[0]}}
     path = Path(args.results) / fp.machine_id / "search_overhead.json"
     atomic_write_text(path, json.dumps(out, indent=2) + "\n")
     print(path)
