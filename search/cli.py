@@ -64,7 +64,10 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
     t.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     t.add_argument("--machine", type=machine_list, default=[],
                    help="plan for these machines' latency tables (comma-separated ids; "
-                        "default: this machine). With several, one configuration per machine")
+                        "default: this machine). With several: candidates feasible on any "
+                        "are evaluated once, NSGA-II minimises the first one's latency, and "
+                        "each machine gets the most accurate trial feasible on it "
+                        "(best_config.<id>.json, machines.csv)")
     t.add_argument("--results", help="latency tables root (default: results, or "
                                      "$TP_SEARCH_RESULTS)")
     m = p.add_argument_group("model and data")
@@ -81,8 +84,9 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
                         "also suits several workers on one machine)")
     s = p.add_argument_group("search")
     s.add_argument("--trials", type=positive_int, default=100,
-                   help="COMPLETE trials in the study in total, resumed runs and other "
-                        "workers included (default 100)")
+                   help="finished trials in the study in total (evaluated, or rejected by "
+                        "the predictor at ~1 ms each), resumed runs and other workers "
+                        "included: a rerun runs only the missing ones (default 100)")
     s.add_argument("--population", type=positive_int, default=20,
                    help="NSGA-II population size (default 20)")
     s.add_argument("--seed", type=int, default=0, help="search and dev-subset seed")
@@ -98,7 +102,9 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
     o.add_argument("--out", help="output directory (default: "
                                  "runs/<task>-<model>-<machine>-<target>ms)")
     o.add_argument("--storage", help="Optuna RDB URL shared by workers, e.g. "
-                                     "postgresql://user:pw@host/db (default: sqlite <out>/study.db)")
+                                     "postgresql://user:pw@host/db (default: sqlite "
+                                     "<out>/study.db). Workers join the same study when they "
+                                     "run the same settings (same --machine ids, model, task)")
     o.add_argument("--study-name", help="study name (default: derived from the settings, so "
                                         "the same command resumes the same study)")
     o.add_argument("--no-measure", action="store_true",
@@ -123,11 +129,10 @@ def settings_from_args(args: argparse.Namespace) -> "SearchSettings":
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tp-search", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Search which layers prune and how many tokens each keeps (coarse to "
-                    "fine, NSGA-II), maximising the dev metric of static top-k pruning "
-                    "(no retraining) under a predicted-latency target from this machine's "
-                    "(or --machine's) latency table. Resumable; several workers may share "
-                    "one --storage.")
+        description="Search which layers prune and how many tokens each keeps (coarse to\n"
+                    "fine, NSGA-II), maximising the dev metric of static top-k pruning (no\n"
+                    "retraining) under a predicted-latency target from this machine's (or\n"
+                    "--machine's) latency table. Resumable; workers may share one --storage.")
     add_search_args(p)
     p.add_argument("--format", choices=("table", "json"), default="table",
                    help="summary on stdout (logs go to stderr)")

@@ -381,10 +381,11 @@ def write_outputs(result: "SearchResult") -> list[Path]:
         for c in result.choices:
             c.config.save(out / f"best_config.{c.machine_id}.json")
             written.append(out / f"best_config.{c.machine_id}.json")
-    seed = result.settings.seed  # every table carries the search seed in a column
+    s = result.settings  # every table carries the workload and the seed in columns
 
     def csv(name: str, df: pd.DataFrame) -> None:
-        text(name, df.assign(seed=seed).to_csv(index=False))
+        text(name, df.assign(seq_len=result.seq_len, batch=s.batch, threads=s.threads,
+                             target_ms=s.latency_ms, seed=s.seed).to_csv(index=False))
 
     if result.trials is not None:
         csv("trials.csv", result.trials)

@@ -66,6 +66,7 @@ def test_outputs_and_constraint(env, tmp_path, monkeypatch, capsys):
     df = pd.read_csv(out / "trials.csv")
     assert len(df) == 24 and df["number"].tolist() == list(range(24))
     assert (df["seed"] == 0).all() and df["sampler_seed"].notna().all()
+    assert (df["seq_len"] == 64).all() and (df["target_ms"] == 4.5).all()
     feasible = df[df["feasible"]]
     assert (feasible["latency_ms"] <= 4.5).all() and feasible["metric"].notna().all()
     over = df[df["latency_ms"] > 4.5]
