@@ -136,6 +136,11 @@ class Record:
     def pull_due(self, every_s: float) -> bool:
         return time.monotonic() - self._last_pull >= every_s
 
+    @property
+    def pending(self) -> int:
+        """Screened trials of this run not flushed to storage yet."""
+        return len(self._buffer)
+
     def complete(self) -> int:
         """Finished trials of the study: recorded, pulled, and this run's unflushed ones."""
         return len(self.entries)

@@ -383,8 +383,12 @@ def run_trials(work: WorkStudy, record: Record, objective: Objective, total: int
                 elif record.pull_due(pull_every_s):
                     sync(record, work, objective)
                 bar.update(max(0, min(record.complete(), total) - bar.n))
-        finally:
-            record.flush()  # Ctrl-C / SIGTERM included: screened trials are kept
+        finally:  # Ctrl-C / SIGTERM included: screened trials are kept
+            try:
+                record.flush()
+            except Exception as e:  # never hide the interruption behind this
+                log.warning("could not record the last %d screened trials (%s); a rerun "
+                            "redoes them", record.pending, e)
     return ran
 
 

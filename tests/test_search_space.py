@@ -151,3 +151,9 @@ def test_work_study_compaction_keeps_the_elite(pred):
     entries = [Entry("r", i, {}, (0.5, 1.0), {"keep": [1.0] * 6}) for i in range(3)]
     work.migrate(entries)  # other runs' trials join the current generation
     assert sum(t.values == [0.5, 1.0] for t in work.study.get_trials(deepcopy=False)) >= 3
+    t = work.ask()  # a migration while a trial runs never swaps the study under it
+    before = work.compactions
+    work.migrate([Entry("s", i, {}, (0.4, 1.0), {"keep": [1.0] * 6}) for i in range(40)])
+    assert work.compactions == before
+    ft = work.tell(t, obj(t))
+    assert ft.number == t.number and work.compactions == before + 1
