@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import Counter
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ import pandas as pd
 from pruning.cli_utils import dump_json
 from pruning.config import PruningConfig
 from pruning.io_utils import atomic_write_text
-from pruning.macs import macs_report
+from pruning.macs import dense_macs, schedule_macs
 
 from .space import SearchSpace, keep_key, prune_param, ratio_param
 
@@ -41,7 +42,8 @@ def trials_table(entries: Sequence[Any], space: SearchSpace, machines: Sequence[
                  lengths: Sequence[int], seq_len: int) -> pd.DataFrame:
     """One row per finished trial (``record.Entry``, in the record's stable order)."""
     L = space.shape.num_layers
-    dev_macs: dict[str, Any] = {}
+    dev_macs: dict[str, tuple[float, float]] = {}
+    counts = Counter(min(int(n), seq_len) for n in lengths)
     rows = []
     for number, e in enumerate(entries):
         a = e.attrs
@@ -61,9 +63,9 @@ def trials_table(entries: Sequence[Any], space: SearchSpace, machines: Sequence[
             row[feas_col(m, machines)] = a["feasible"].get(m)
         row["macs_reduction_workload"] = a["macs_reduction"]
         if key not in dev_macs:  # both dev baselines, padded to seq_len and real lengths
-            dev_macs[key] = macs_report(PruningConfig.topk(space.shape, keep), lengths, seq_len)
-        row["macs_reduction_padded"] = dev_macs[key].reduction_padded
-        row["macs_reduction_real"] = dev_macs[key].reduction_real
+            dev_macs[key] = dev_reductions(PruningConfig.topk(space.shape, keep), counts,
+                                           seq_len)
+        row["macs_reduction_padded"], row["macs_reduction_real"] = dev_macs[key]
         row["metric"] = a.get("metric")
         rows.append(row)
     cols = (["number", "run", "index", "record", "evaluated", "sampler_seed"]
@@ -74,6 +76,15 @@ def trials_table(entries: Sequence[Any], space: SearchSpace, machines: Sequence[
                "metric"])
     df = pd.DataFrame(rows, columns=cols)
     return df.astype({"record": "Int64"})
+
+
+def dev_reductions(cfg: PruningConfig, counts: Counter, seq_len: int) -> tuple[float, float]:
+    """(padded, real) MACs reductions of ``pruning.macs.macs_report`` over examples whose
+    lengths are counted in ``counts``: each distinct length computed once."""
+    s, total = cfg.shape, sum(counts.values())
+    pruned = sum(c * schedule_macs(n, cfg.kept_counts(n), s) for n, c in counts.items())
+    real = sum(c * dense_macs(n, s) for n, c in counts.items())
+    return dense_macs(seq_len, s) * total / pruned, real / pruned
 
 
 def feasible_rows(df: pd.DataFrame, machine: str, machines: Sequence[str]) -> pd.DataFrame:

@@ -157,3 +157,17 @@ def test_work_study_compaction_keeps_the_elite(pred):
     assert work.compactions == before
     ft = work.tell(t, obj(t))
     assert ft.number == t.number and work.compactions == before + 1
+
+
+def test_dev_reductions_match_macs_report():
+    from collections import Counter
+
+    from pruning import macs_report
+    from search.report import dev_reductions
+    lengths = [5, 9, 9, 30, 64, 64, 64, 17]
+    for cfg in (SearchSpace(SHAPE).chain(), SearchSpace(SHAPE).chain((3,)),
+                PruningConfig.topk(SHAPE, [1, 0.9, 0.5, 0.5, 0.3, 0.3])):
+        ref = macs_report(cfg, lengths, 64)
+        padded, real = dev_reductions(cfg, Counter(lengths), 64)
+        assert padded == pytest.approx(ref.reduction_padded)
+        assert real == pytest.approx(ref.reduction_real)
