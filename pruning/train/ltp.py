@@ -1,0 +1,221 @@
+"""Stage 3 (LTP): learned per-layer importance thresholds (Kim et al., KDD 2022).
+
+A token survives layer l when its importance reaches the layer's threshold theta_l, so the
+kept length adapts to each input. Layer 0 never prunes; thresholds start at
+``theta_l = theta_final * l / L``. Two phases:
+
+* soft: each layer's keep factor is ``sigmoid((s - theta_l) / T)`` (cumulative over layers,
+  applied as in ``forward.py``) and the loss adds ``lambda * sum_l mean(keep_l)``, so the
+  thresholds rise until dropping more tokens would hurt the task loss;
+* hard: thresholds frozen, binary masks (exactly what the encoder does), fine-tuning.
+
+Importance is attention received, about ``1/N`` for N tokens, so the defaults for T, the
+initial final threshold and the threshold learning rate are expressed relative to
+``1/mean_length`` of the training set (LTP's T = 1e-3 was set for 128-token inputs; that is
+T = 0.125 / N, which we keep as the default ratio).
+
+With ``latency_ms`` the soft phase learns the *shape* of the thresholds and, before the hard
+phase, one global scale on them is bisected so that the latency predicted from this
+machine's lookup table, averaged over dev examples with the kept counts the real encoder
+produces, meets the target.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..config import PruningConfig
+from ..data import real_lengths
+from ..encoder import PrunedBert
+from ..errors import InfeasibleError, TpError
+from ..evaluate import evaluate
+from .distill import check_pair, load_teacher
+from .forward import threshold_keep_fns, train_forward
+from .loop import (Data, Stage, StepResult, TrainSettings, kd_loss, load_model,
+                   load_predictor_or_none, run_stage)
+
+log = logging.getLogger("tp.train")
+
+MAX_THRESHOLD = 0.999  # the configuration format needs thresholds < 1
+
+
+@dataclass
+class LtpSettings(TrainSettings):
+    teacher: str | None = None
+    temperature: float = 2.0  # logit distillation temperature
+    reg_lambda: float = 0.05  # lambda of the keep-mask regulariser
+    mask_temperature: float | None = None  # T (default 0.125 / mean train length)
+    final_threshold: float | None = None  # theta_final at init (default 0.5 / mean length)
+    threshold_lr: float | None = None  # (default 0.01 / mean length per step)
+    soft_fraction: float = 0.5  # fraction of the steps in the soft phase
+    latency_ms: float | None = None
+    calib_samples: int = 256  # dev examples for the latency calibration
+
+
+class Thresholds(nn.Module):
+    """theta_1..theta_{L-1} (theta_0 is always 0: layer 0 never prunes)."""
+
+    def __init__(self, num_layers: int, final: float) -> None:
+        super().__init__()
+        L = num_layers
+        self.raw = nn.Parameter(torch.tensor([final * l / L for l in range(1, L)]))
+
+    def values(self) -> Tensor:
+        return torch.cat([self.raw.new_zeros(1), self.raw.clamp(0.0, MAX_THRESHOLD)])
+
+    def config(self, shape, scale: float = 1.0, **meta: Any) -> PruningConfig:
+        th = (self.values().detach() * scale).clamp(0.0, MAX_THRESHOLD)
+        return PruningConfig.threshold(shape, [round(float(t), 8) for t in th], method="ltp",
+                                       **meta)
+
+
+class LtpStage(Stage):
+    name = "prune-ltp"
+
+    def __init__(self, student: PrunedBert, teacher: PrunedBert, s: LtpSettings, data: Data,
+                 scale: float, predictor: Any = None) -> None:
+        self.model, self.teacher, self.s, self.data = student, teacher, s, data
+        self.T = s.mask_temperature or 0.125 * scale
+        self.theta_lr = s.threshold_lr or 0.01 * scale
+        self.th = Thresholds(student.config.num_layers, s.final_threshold or 0.5 * scale)
+        self.hard = False
+        self.calibration: dict[str, Any] = {}
+        self.predictor = predictor
+        self.regression = data.spec.is_regression
+
+    def extra(self) -> nn.Module:
+        return self.th
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [{"params": [self.th.raw], "lr": self.theta_lr}]
+
+    def state(self) -> dict[str, Any]:
+        return {"hard": self.hard, "calibration": self.calibration}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.hard = bool(state.get("hard", False))
+        self.calibration = dict(state.get("calibration", {}))
+        self.th.raw.requires_grad_(not self.hard)
+
+    def step(self, batch: dict[str, Tensor], step: int, total: int) -> StepResult:
+        if not self.hard and step >= int(self.s.soft_fraction * total):
+            self._enter_hard()
+        with torch.no_grad():
+            t_logits = self.teacher(batch["input_ids"], batch["attention_mask"],
+                                    batch["token_type_ids"])
+        theta = self.th.values()
+        fns = threshold_keep_fns(theta.detach() if self.hard else theta,
+                                 None if self.hard else self.T)
+        out = train_forward(self.model, batch, prune=fns)
+        if self.regression:
+            kd = kd_loss(out.logits[:, 0], t_logits[:, 0], self.s.temperature, True)
+        else:
+            kd = kd_loss(out.logits, t_logits, self.s.temperature, False)
+        valid = out.valid.to(kd.dtype)
+        kept = torch.stack([(k * valid).sum() / valid.sum() for k in out.keep[1:]])
+        logs = {"kd": kd.item(), "keep": kept.mean().item()}
+        if self.hard:
+            return StepResult(kd, out.logits, logs)
+        return StepResult(kd + self.s.reg_lambda * kept.sum(), out.logits, logs)
+
+    def _enter_hard(self) -> None:
+        self.hard = True
+        self.th.raw.requires_grad_(False)
+        if self.s.latency_ms is not None:
+            self.calibration = calibrate(self.model, self.th, self.data, self.s, self.predictor)
+            with torch.no_grad():
+                self.th.raw.copy_(self.th.values()[1:] * self.calibration["scale"])
+        log.info("prune-ltp: hard phase with thresholds %s",
+                 [round(float(t), 5) for t in self.th.values()])
+
+    def pruning_config(self) -> PruningConfig:
+        return self.th.config(self.model.shape)
+
+    def extra_metrics(self) -> dict[str, Any]:
+        return {"ltp": {"mask_temperature": self.T, "threshold_lr": self.theta_lr,
+                        "thresholds": self.th.values().detach().tolist(),
+                        "calibration": self.calibration}}
+
+
+def calibrate(model: PrunedBert, th: Thresholds, data: Data, s: LtpSettings,
+              predictor: Any) -> dict[str, Any]:
+    """Bisect a global scale c on the thresholds so that the mean predicted latency of dev
+    examples (kept counts from the real encoder) is at most ``s.latency_ms``."""
+    dev = data.dev.subset(s.calib_samples, seed=1)
+    L = model.config.num_layers
+    base = th.values().detach()
+    if float(base.max()) <= 0:  # the soft phase zeroed them: fall back to the l/L shape
+        base = torch.tensor([l / L for l in range(L)]) / max(1.0, float(np.mean(
+            real_lengths(model.tokenizer, dev, data.max_len))))
+    cache: dict[float, float] = {}
+
+    def latency(c: float) -> float:
+        if c not in cache:
+            cfg = PruningConfig.threshold(model.shape, (base * c).clamp(0, MAX_THRESHOLD).tolist())
+            r = evaluate(model, dev, data.max_len, batch_size=64, pruning=cfg, device=s.device)
+            prunes = [cfg.prunes_at(l) for l in range(L)]
+            cache[c] = float(np.mean([predictor.predict_counts(n, k, prunes)
+                                      for n, k in zip(r.lengths, r.kept)]))
+        return cache[c]
+
+    target = s.latency_ms
+    if latency(0.0) <= target:
+        log.warning("--latency-ms %g: the dense model already meets it (%.3f ms); no pruning",
+                    target, latency(0.0))
+        return {"scale": 0.0, "predicted_ms": latency(0.0), "target_ms": target}
+    hi = 1.0
+    while latency(hi) > target:
+        if float((base[1:] * hi).min()) >= MAX_THRESHOLD:
+            raise InfeasibleError(f"--latency-ms {target:g}: even pruning every token but CLS "
+                                  f"predicts {latency(hi):.3f} ms on this machine")
+        hi *= 2.0
+    lo = 0.0 if hi == 1.0 else hi / 2
+    for _ in range(12):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if latency(mid) > target else (lo, mid)
+    log.info("prune-ltp: threshold scale %.4f predicts %.3f ms (target %.3f ms, dense %.3f ms)",
+             hi, latency(hi), target, latency(0.0))
+    return {"scale": hi, "predicted_ms": latency(hi), "target_ms": target,
+            "dense_ms": latency(0.0), "dev_examples": len(dev)}
+
+
+def prune_ltp(settings: LtpSettings, predictor: Any = None) -> Path:
+    """LTP soft/hard training of ``settings.model`` with logit distillation from the teacher.
+
+    ``predictor`` (a ``profiler.Predictor``) overrides the table lookup for --latency-ms.
+    """
+    s = settings
+    if s.teacher is None:
+        raise TpError("prune needs --teacher DIR (the fine-tuned dense model) and --model "
+                      "DIR (the model to prune)")
+    if s.model is None:
+        raise TpError("prune needs --model DIR: the model to prune (e.g. the fine-tuned or "
+                      "distilled model)")
+    if not 0 < s.soft_fraction < 1:
+        raise TpError(f"--soft-fraction must be in (0, 1), got {s.soft_fraction}")
+    if s.reg_lambda < 0:
+        raise TpError(f"--reg-lambda must be non-negative, got {s.reg_lambda}")
+    if s.latency_ms is not None and s.latency_ms <= 0:
+        raise TpError(f"--latency-ms must be positive, got {s.latency_ms}")
+
+    def make(data: Data) -> Stage:
+        student = load_model(s.model, data.spec)
+        teacher = load_teacher(s.teacher, data, s.device)
+        check_pair(teacher, student)
+        pred = None
+        if s.latency_ms is not None:
+            pred = predictor or load_predictor_or_none(student.shape, s)
+            if pred is None:
+                from profiler import load_predictor  # re-raise the lookup's own message
+                pred = load_predictor(student.shape, device=s.device, machine=s.machine,
+                                      threads=s.threads, batch=1, results=s.results)
+        lengths = real_lengths(student.tokenizer, data.train, data.max_len)
+        scale = 1.0 / float(np.mean(lengths))
+        return LtpStage(student, teacher, s, data, scale, pred)
+    return run_stage(make, s, "prune-ltp")
