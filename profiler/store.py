@@ -37,7 +37,7 @@ def find_table(shape: ModelShape, device: str = "cpu", machine: str | None = Non
     version is used with a warning.
     """
     res = results_dir(results)
-    here = current or fingerprint(device)
+    here = None if machine else (current or fingerprint(device))  # py-cpuinfo takes ~2 s
     mid = machine or here.machine_id
     path = table_path(res, mid, shape)
     if not path.is_file():
@@ -50,7 +50,7 @@ def find_table(shape: ModelShape, device: str = "cpu", machine: str | None = Non
     table = LatencyTable.load(path)
     if table.machine.get("machine_id") != mid:
         raise TpError(f"{path}: table belongs to {table.machine.get('machine_id')}, not {mid}")
-    if machine is None and table.machine.get("torch") != here.torch:
+    if here is not None and table.machine.get("torch") != here.torch:
         log.warning("latency table %s was measured with torch %s, this is torch %s: "
                     "predictions may be off; rerun tp-profile --force to refresh it",
                     mid, table.machine.get("torch"), here.torch)

@@ -37,9 +37,12 @@ def evaluate(model: PrunedBert, split: Split, max_len: int, batch_size: int = 32
     was_training = model.training
     model.eval()
     preds, labels, lengths, kept = [], [], [], []
-    it = batches(tok, split, max_len, batch_size, shuffle=False, bucket=True)
-    for b in tqdm(it, desc="eval", disable=not progress, leave=False,
-                  total=-(-len(split) // batch_size)):
+    # the search evaluates one dev subset hundreds of times: tokenize and batch it once
+    cache = split.__dict__.setdefault("_eval_batches", {})
+    key = (id(tok), max_len, batch_size)
+    if key not in cache:
+        cache[key] = list(batches(tok, split, max_len, batch_size, shuffle=False, bucket=True))
+    for b in tqdm(cache[key], desc="eval", disable=not progress, leave=False):
         info = ForwardInfo()
         logits = model(b["input_ids"].to(device), b["attention_mask"].to(device),
                        b["token_type_ids"].to(device), pruning=pruning, info=info)

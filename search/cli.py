@@ -113,6 +113,39 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
                    help="timed repeats of the measurement (default 30)")
 
 
+def add_pipeline_args(p: argparse.ArgumentParser) -> None:
+    """The main job's stages around the search (profile, teacher, distill, train, measure)."""
+    g = p.add_argument_group(
+        "pipeline (default: profile -> fine-tune teacher -> ranking distillation -> search "
+        "-> train the chosen configuration -> measure)")
+    g.add_argument("--search-only", action="store_true",
+                   help="only the search, on --model as given (no profiling or training)")
+    g.add_argument("--no-train", action="store_true",
+                   help="stop after the search (the teacher and distilled proxy are still made)")
+    g.add_argument("--method", choices=("top", "ltp"), default="top",
+                   help="final training: ToP gates under the latency constraint, or LTP "
+                        "thresholds (default: top)")
+    g.add_argument("--teacher", help="an already fine-tuned teacher: skip fine-tuning")
+    g.add_argument("--cache", help="where the teacher and distilled student are kept "
+                                   "(default: runs/<task>-<model>-seed<seed>)")
+    g.add_argument("--finetune-epochs", type=positive_float)
+    g.add_argument("--distill-epochs", type=positive_float)
+    g.add_argument("--prune-epochs", type=positive_float)
+    g.add_argument("--max-steps", type=positive_int,
+                   help="cap every training stage at this many steps (smoke runs)")
+    g.add_argument("--final-eval-samples", type=int, default=0,
+                   help="dev examples for the final metric (default 0 = all)")
+
+
+def pipeline_from_args(args: argparse.Namespace):
+    from .pipeline import PipelineSettings
+    return PipelineSettings(
+        search=settings_from_args(args), method=args.method, train=not args.no_train,
+        teacher=args.teacher, cache=args.cache, finetune_epochs=args.finetune_epochs,
+        distill_epochs=args.distill_epochs, prune_epochs=args.prune_epochs,
+        max_steps=args.max_steps, final_eval_samples=args.final_eval_samples)
+
+
 def settings_from_args(args: argparse.Namespace) -> "SearchSettings":
     from .study import SearchSettings
     return SearchSettings(
@@ -129,11 +162,15 @@ def settings_from_args(args: argparse.Namespace) -> "SearchSettings":
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tp-search", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Search which layers prune and how many tokens each keeps (coarse to\n"
+        description="The main job: profile this machine, fine-tune a teacher, distil its\n"
+                    "token ranking into early layers, search, train the chosen configuration\n"
+                    "and measure it (--no-train stops after the search). --search-only:\n"
+                    "search which layers prune and how many tokens each keeps (coarse to\n"
                     "fine, NSGA-II), maximising the dev metric of static top-k pruning (no\n"
                     "retraining) under a predicted-latency target from this machine's (or\n"
                     "--machine's) latency table. Resumable; workers may share one --storage.")
     add_search_args(p)
+    add_pipeline_args(p)
     p.add_argument("--format", choices=("table", "json"), default="table",
                    help="summary on stdout (logs go to stderr)")
     add_common(p)
@@ -190,6 +227,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from .study import run_search
+    if not args.search_only:
+        from .pipeline import run_pipeline
+        with sigterm_as_interrupt():
+            res = run_pipeline(pipeline_from_args(args))
+        if args.format == "json":
+            sys.stdout.write(dump_json(res.summary))
+        else:
+            sys.stdout.write((res.run_dir / "report.md").read_text())
+        return 0
     with sigterm_as_interrupt():
         result = run_search(settings_from_args(args))
     if args.format == "json":

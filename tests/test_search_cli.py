@@ -41,7 +41,8 @@ def env(tmp_path_factory):
 def args(env, out, *extra, machine=None):
     return ["--task", str(env["task"]), "--model", str(env["model"]),
             "--machine", machine or env["machine"], "--results", str(env["results"]),
-            "--eval-samples", "40", "--population", "8", "--out", str(out), "-q", *extra]
+            "--eval-samples", "40", "--population", "8", "--out", str(out), "-q",
+            "--search-only", *extra]
 
 
 def count_evaluations(monkeypatch):

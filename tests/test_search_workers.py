@@ -49,7 +49,7 @@ def command(env, out, trials, target="5.5", samples=500, *extra):
             "--model", str(env["model"]), "--machine", env["machine"],
             "--results", str(env["results"]), "--latency-ms", target, "--population", "8",
             "--eval-samples", str(samples), "--trials", str(trials), "--out", str(out), "-q",
-            *extra]
+            "--search-only", *extra]
 
 
 def spawn(cmd):
