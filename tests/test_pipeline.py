@@ -1,0 +1,95 @@
+"""The main job end to end on a tiny model and tiny data: profile -> finetune -> distill ->
+search -> train -> measure, then a rerun that reuses every finished stage."""
+import csv
+import json
+
+import pytest
+
+import pruning
+from profiler import fingerprint, load_predictor
+from profiler.testing import synthetic_table
+from pruning import ModelShape
+from pruning.testing import make_tiny_checkpoint, random_sentences
+from search.cli import main
+from search.objective import fastest
+from search.pipeline import PipelineSettings, ensure_table
+from search.space import SearchSpace
+from search.study import SearchSettings
+
+SHAPE = ModelShape(4, 32, 4, 64)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipe")
+    model = make_tiny_checkpoint(root / "model", layers=4)
+    task = root / "task.csv"
+    with open(task, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        for i, t in enumerate(random_sentences(120, seed=7, min_words=6, max_words=28)):
+            w.writerow([t, int("good" in t or "great" in t)])
+    return {"root": root, "model": model, "task": task, "results": root / "results"}
+
+
+def test_profile_stage_measures_a_missing_table(env, tmp_path, monkeypatch):
+    import profiler.build
+    monkeypatch.setattr(profiler.build.MeasureSettings, "__init__",
+                        _fast_measure_init(profiler.build.MeasureSettings.__init__))
+    s = SearchSettings(latency_ms=1.0, results=str(tmp_path / "res"))
+    ensure_table(s, SHAPE, 16)
+    pred = load_predictor(SHAPE, results=tmp_path / "res")
+    assert pred.max_len == 16 and pred.table.combos() == [(1, 1)]
+    assert pred.table.machine_id == fingerprint().machine_id
+
+
+def test_pipeline_end_to_end_and_resume(env, tmp_path, capsys):
+    # A MACs-proportional table for this machine, so pruning pays off for the tiny model
+    # (measured, a hidden-32 model is all per-call overhead and never gets faster).
+    synthetic_table(SHAPE, max_len=64, ms_per_gmac=2000, overhead_ms=0.001,
+                    fp=fingerprint()).save(env["results"])
+    pred = load_predictor(SHAPE, results=env["results"])
+    lo = fastest(SearchSpace(SHAPE), pred, 32)[1]
+    target = round(lo + 0.6 * (pred.dense(32) - lo), 4)
+    out = tmp_path / "run"
+    argv = ["--latency-ms", str(target), "--task", str(env["task"]), "--model",
+            str(env["model"]), "--results", str(env["results"]), "--seq-len", "32",
+            "--trials", "10", "--population", "6", "--eval-samples", "30", "--max-steps", "3",
+            "--cache", str(tmp_path / "cache"), "--out", str(out), "--repeats", "5",
+            "--format", "json", "-q"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    names = [st["name"] for st in summary["stages"]]
+    assert names == ["profile", "finetune", "distill", "search", "train", "measure"]
+    for f in ("summary.json", "report.md", "stages.json", "search/best_config.json",
+              "search/trials.csv", "model/pruning_config.json", "model/model.safetensors"):
+        assert (out / f).is_file(), f
+    assert summary["target_ms"] == target and summary["workload"]["seq_len"] == 32
+    assert summary["config"]["method"] == "top"
+    assert 0.0 <= summary["dev_metric"] <= 1.0 and summary["measured"]["chosen_ms"]["median_ms"] > 0
+    model = pruning.load(out / "model")  # the deployed model loads and runs
+    assert model.pruning.policy == "topk"
+    assert "Measured latency" in (out / "report.md").read_text()
+    # 2. the same command again: every stage is reused, nothing is retrained
+    assert main(argv) == 0
+    again = json.loads(capsys.readouterr().out)
+    status = {st["name"]: st["status"] for st in again["stages"]}
+    assert status["finetune"] == status["distill"] == status["train"] == "reused"
+    assert again["config"] == summary["config"]
+
+
+def test_pipeline_no_train_and_bad_method(env, tmp_path, capsys):
+    from search.pipeline import run_pipeline
+    s = SearchSettings(latency_ms=1.0, task=str(env["task"]), model=str(env["model"]),
+                       results=str(env["results"]), seq_len=32)
+    with pytest.raises(pruning.TpError, match="unknown --method"):
+        run_pipeline(PipelineSettings(search=s, method="magic"))
+    assert main(["--latency-ms", "5", "--model", str(tmp_path / "missing"), "-q"]) == 1
+    assert "directory not found" in capsys.readouterr().err
+
+
+def _fast_measure_init(orig):
+    def init(self, *a, **k):
+        orig(self, *a, **k)
+        self.min_repeats, self.point_budget_s, self.warmup = 3, 0.0, 1
+    return init
