@@ -23,7 +23,7 @@ run: install
 	$(VENV)/bin/tp-search $(RUN_ARGS)
 
 test: install
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -q
 
 clean:
 	rm -rf $(VENV) build *.egg-info
