@@ -1,5 +1,6 @@
 """tp-train stages end to end on a tiny model and a tiny CSV task (a few steps each)."""
 import json
+import logging
 
 import pandas as pd
 import pytest
@@ -63,6 +64,16 @@ def test_finished_stage_is_reused_unless_forced(pipeline, task, caplog):
                          max_steps=6, lr=1e-3, **FAST)
     assert finetune(s) == pipeline["ft"]
     assert (pipeline["ft"] / "metrics.json").stat().st_mtime_ns == before
+    s.lr = 5e-4
+    with caplog.at_level(logging.WARNING, logger="tp.train"):
+        finetune(s)  # still reused, with a warning naming the difference
+    assert "trained with lr=0.001, not 0.0005" in caplog.text
+    assert (pipeline["ft"] / "metrics.json").stat().st_mtime_ns == before
+    score = read_metrics(pipeline["ft"])["score"]
+    s.lr, s.force = 1e-3, True
+    finetune(s)  # retrained from scratch: same seed, same result
+    assert (pipeline["ft"] / "metrics.json").stat().st_mtime_ns != before
+    assert read_metrics(pipeline["ft"])["score"] == score
 
 
 def test_resume_after_interruption_is_bit_identical(tmp_path, pipeline, monkeypatch):

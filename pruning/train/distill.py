@@ -39,7 +39,7 @@ log = logging.getLogger("tp.train")
 class DistillSettings(TrainSettings):
     teacher: str | None = None  # fine-tuned dense model (default for distill: --model)
     temperature: float = 2.0  # logit distillation temperature
-    rank_weight: float = 0.1  # alpha; LambdaLoss sums over pairs (~20 per slate at start)
+    rank_weight: float = 0.02  # alpha; LambdaLoss sums over pairs (~20 per slate at start)
     rank_k: int = 20  # teacher's top-K tokens carry relevance
     rank_layers: tuple[int, ...] | None = None  # default: 1 .. L//3 (0-based)
     prune_prob: float = 0.5  # steps run under a random top-k schedule (0 = ToP's plain)

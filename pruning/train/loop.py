@@ -176,9 +176,9 @@ def rng_state() -> dict[str, Any]:
 def set_rng_state(st: dict[str, Any]) -> None:
     random.setstate(st["python"])
     np.random.set_state(st["numpy"])
-    torch.set_rng_state(st["torch"])
+    torch.set_rng_state(st["torch"].cpu())
     if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
+        torch.cuda.set_rng_state_all([t.cpu() for t in st["cuda"]])
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
@@ -343,11 +343,11 @@ class Trainer:
     def train(self) -> None:
         s = self.s
         self.train_time = 0.0
-        self.opt, self.sched = self._optimizer()
-        step = self._resume()
         self.model.to(s.device).train()
         if self.stage.extra() is not None:
             self.stage.extra().to(s.device)
+        self.opt, self.sched = self._optimizer()
+        step = self._resume()
         running = _Running(self.data.spec.is_regression)
         self._in_update = False
         rng: dict[str, Any] | None = None  # RNG at the start of an unfinished step
@@ -491,6 +491,7 @@ def run_stage(make_stage: Callable[[Data], Stage], settings: TrainSettings, stag
     out = stage_out(settings, stage_name)
     if finished(out) and not settings.force:
         log.info("%s: %s already finished; reusing it (--force retrains)", stage_name, out)
+        _warn_if_settings_differ(out, settings, stage_name)
         return out
     if settings.force:
         (out / CHECKPOINT).unlink(missing_ok=True)
@@ -507,6 +508,22 @@ def run_stage(make_stage: Callable[[Data], Stage], settings: TrainSettings, stag
     trainer.train()
     trainer.finish(extra_settings or {})
     return out
+
+
+def _warn_if_settings_differ(out: Path, settings: TrainSettings, stage_name: str) -> None:
+    try:
+        before = json.loads((out / METRICS).read_text()).get("settings", {})
+    except (OSError, json.JSONDecodeError):
+        return
+    mine = settings.signature()
+    diff = [k for k in mine if k in before and before[k] != _jsonable(mine[k])]
+    if diff:
+        log.warning("%s: %s was trained with %s=%r, not %r; pass --force to retrain",
+                    stage_name, out, diff[0], before[diff[0]], mine[diff[0]])
+
+
+def _jsonable(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
 
 
 def _check_settings(s: TrainSettings) -> None:

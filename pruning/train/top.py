@@ -146,7 +146,9 @@ def latency_cost(predictor: Any, n: int) -> Cost:
     dense = predictor.dense(n)
 
     def cost(keep: Tensor, prob: Tensor) -> Tensor:
-        return 1 - predictor.torch_latency(n, n * keep, prob) / dense
+        # the predictor builds its tables on the CPU; gradients flow through .cpu()
+        lat = predictor.torch_latency(n, (n * keep).cpu(), prob.cpu())
+        return (1 - lat / dense).to(keep.device)
     return cost
 
 
@@ -196,8 +198,9 @@ class TopStage(Stage):
     def after_update(self, step: int) -> None:
         """Dual ascent: d/dl1 = s - t, d/dl2 = (s - t)^2 at this step's sparsity."""
         gap = self._gap
-        self.extra_.lambdas += self.s.lambda_lr * torch.tensor([gap, gap * gap],
-                                                               dtype=torch.float64)
+        lam = self.extra_.lambdas
+        lam += self.s.lambda_lr * torch.tensor([gap, gap * gap], dtype=lam.dtype,
+                                               device=lam.device)
 
     def _expected(self) -> tuple[Tensor, Tensor]:
         keep, prob = self.gates.expected_keep()
