@@ -133,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--method", required=True, help="top or ltp")
     pr.add_argument("--model", help="the student to prune (the output of tp-train distill)")
     pr.add_argument("--latency-ms", type=float,
-                    help="latency target (ms, batch 1 at --seq-len) from this machine's table")
+                    help="latency target (ms, batch 1) from this machine's table: top "
+                         "constrains the prediction at --seq-len tokens; ltp scales its "
+                         "thresholds so the mean prediction over dev examples meets it")
     _distill_flags(pr, d)
     top = pr.add_argument_group("ToP (--method top)")
     top.add_argument("--config", help="the searched topk configuration (best_config.json)")
