@@ -100,7 +100,12 @@ def optuna_study_exists(url):
 
 def check_shared(entries, total, runs):
     assert len({e.run for e in entries}) == runs, "every run and worker contributed"
-    assert total <= len(entries) <= total + 8  # the last in-flight trials may finish
+    assert len(entries) >= total
+    # Workers overshoot only by what they could not see of each other: screened trials
+    # still in another worker's unflushed batch, and one in-flight trial per worker
+    # (how many depends on timing, so the bound is structural, not a constant).
+    screened = sum(1 for e in entries if not e.evaluated)
+    assert len(entries) - total <= screened + runs
     assert len({e.key for e in entries}) == len(entries)
 
 
