@@ -133,6 +133,10 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--prune-epochs", type=positive_float)
     g.add_argument("--max-steps", type=positive_int,
                    help="cap every training stage at this many steps (smoke runs)")
+    g.add_argument("--margin", type=float, default=0.05,
+                   help="search and train for --latency-ms x (1 - margin) predicted, so the "
+                        "measured latency lands under the target despite predictor error "
+                        "(default 0.05)")
     g.add_argument("--final-eval-samples", type=int, default=0,
                    help="dev examples for the final metric (default 0 = all)")
 
@@ -143,7 +147,8 @@ def pipeline_from_args(args: argparse.Namespace):
         search=settings_from_args(args), method=args.method, train=not args.no_train,
         teacher=args.teacher, cache=args.cache, finetune_epochs=args.finetune_epochs,
         distill_epochs=args.distill_epochs, prune_epochs=args.prune_epochs,
-        max_steps=args.max_steps, final_eval_samples=args.final_eval_samples)
+        max_steps=args.max_steps, final_eval_samples=args.final_eval_samples,
+        margin=args.margin)
 
 
 def settings_from_args(args: argparse.Namespace) -> "SearchSettings":

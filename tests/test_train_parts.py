@@ -6,7 +6,7 @@ import torch
 from scipy.stats import kendalltau, spearmanr
 
 import pruning
-from pruning import ForwardInfo, PruningConfig
+from pruning import ForwardInfo, ModelShape, PruningConfig
 from pruning.checkpoint import init_weights
 from pruning.encoder import importance
 from pruning.testing import make_tiny_checkpoint, random_sentences
@@ -194,3 +194,20 @@ def test_ranking_distillation_teaches_an_early_layer(tiny3):
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
     assert rho() > rho0 + 0.3
+
+
+def test_hard_export_rounds_up_where_rounding_loses_most():
+    """Rounding the expected closed bins can keep more tokens than the constraint allows;
+    the export can round up per layer instead (largest lost fraction first)."""
+    shape = ModelShape(3, 32, 4, 64)
+    gates = TopGates(PruningConfig.topk(shape, [1, 0.6, 0.3]), bins=10)
+    with torch.no_grad():  # layer 1: 3.3 closed bins expected; layer 2: 5.2
+        for l, closed in ((1, 3.3), (2, 5.2)):
+            p_open = torch.full((10,), 1 - closed / 10)
+            shift = gates.token.prob_open()[l].logit() - gates.token.log_alpha[l]
+            gates.token.log_alpha[l] = p_open.logit() - shift
+    assert gates.rounding_gaps() == [1, 2]
+    plain = gates.export(shape)
+    assert plain.keep[1] == pytest.approx(0.7)  # 3 bins closed (3.3 rounded)
+    up = gates.export(shape, round_up=frozenset({1}))
+    assert up.keep[1] == pytest.approx(0.6) and up.keep[2] == pytest.approx(0.6 * 0.5)

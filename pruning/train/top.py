@@ -88,12 +88,17 @@ class TopGates(nn.Module):
         zl = (zl > 0.5).to(zl.dtype) + zl - zl.detach()  # straight-through binary
         return zl, self.token.sample()
 
-    def hard(self) -> tuple[Tensor, Tensor]:
+    def hard(self, round_up: frozenset[int] = frozenset()) -> tuple[Tensor, Tensor]:
         """Binary gates: layer gates by the reference's rounding rule; per layer the rounded
-        expected number of closed token bins, taken from the lowest ranks."""
+        expected number of closed token bins (rounded up in ``round_up``), taken from the
+        lowest ranks."""
         zl = self.layer.hard()
         with torch.no_grad():
-            closed = (1 - self.token.prob_open()).sum(1).round().long().clamp(0, self.bins)
+            expected = (1 - self.token.prob_open()).sum(1)
+            closed = expected.round()
+            for l in round_up:
+                closed[l] = expected[l].ceil()
+            closed = closed.long().clamp(0, self.bins)
             pos = torch.arange(self.bins, device=closed.device)
             zt = (pos[None, :] < (self.bins - closed)[:, None]).to(zl.dtype)
         return zl, zt
@@ -112,8 +117,18 @@ class TopGates(nn.Module):
             return fn
         return {l: make(l) for l in range(zl.shape[0])}
 
-    def export(self, shape: ModelShape, **meta: Any) -> PruningConfig:
-        zl, zt = self.hard()
+    def rounding_gaps(self) -> list[int]:
+        """Layers whose closed-bin count rounded down, largest fraction lost first."""
+        with torch.no_grad():
+            e = (1 - self.token.prob_open()).sum(1)
+            frac = e - e.floor()
+            prunes = self.layer.hard() > 0
+        return [int(l) for l in torch.argsort(frac, descending=True)
+                if prunes[l] and 1e-3 < float(frac[l]) < 0.5]
+
+    def export(self, shape: ModelShape, round_up: frozenset[int] = frozenset(),
+               **meta: Any) -> PruningConfig:
+        zl, zt = self.hard(round_up)
         keep, prev = [], 1.0
         for l in range(shape.num_layers):
             if zl[l] > 0:
@@ -232,8 +247,17 @@ class TopStage(Stage):
                                              "lag": lag.item()})
 
     def pruning_config(self) -> PruningConfig:
-        return self.gates.export(self.model.shape, source=self.s.config,
-                                 constraint=self.cost_kind, target_sparsity=self.target)
+        """The hard configuration; where rounding the gates breaks the constraint, the
+        layers that lost the most by rounding round up instead, one at a time."""
+        meta = dict(source=self.s.config, constraint=self.cost_kind, target_sparsity=self.target)
+        up: frozenset[int] = frozenset()
+        cfg = self.gates.export(self.model.shape, **meta)
+        for l in self.gates.rounding_gaps():
+            if config_sparsity(self.cost, cfg) >= self.target - 1e-9:
+                break
+            up = up | {l}
+            cfg = self.gates.export(self.model.shape, round_up=up, **meta)
+        return cfg
 
     def extra_metrics(self) -> dict[str, Any]:
         with torch.no_grad():
