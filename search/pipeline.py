@@ -214,7 +214,8 @@ def run_pipeline(p: PipelineSettings) -> PipelineResult:
         if p.method == "top":
             # one training directory per searched configuration and target: a rerun with
             # another target never reuses a model trained for this one
-            tag = hashlib.sha1(f"{best.read_text()}{latency}".encode()).hexdigest()[:8]
+            chosen = PruningConfig.load(best)  # its meta holds timings that vary per run
+            tag = hashlib.sha1(f"{chosen.keep}{latency}".encode()).hexdigest()[:8]
             top_dir = run_dir / f"train-top-{tag}"
             ts = TopSettings(model=student, teacher=teacher, config=str(best),
                              latency_ms=latency, out=str(top_dir), **common,
