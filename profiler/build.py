@@ -12,10 +12,12 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from pruning.bench import fixed_inputs
 from pruning.config import PruningConfig
 from pruning.encoder import PrunedBert
 from pruning.io_utils import atomic_write_text
 from pruning.macs import dense_macs, schedule_macs
+from pruning.timing import time_interleaved
 
 from .fingerprint import Fingerprint
 from .measure import MeasureSettings, measure_grid
@@ -60,21 +62,9 @@ def random_schedule(shape, n: int, rng: random.Random, lo: float = 1.2, hi: floa
 def measure_config(model: PrunedBert, cfg: PruningConfig, n: int, batch: int, device: str,
                    repeats: int = 15, warmup: int = 3) -> np.ndarray:
     """End-to-end ms of the real pruned encoder on ``batch`` inputs of n real tokens."""
-    g = torch.Generator().manual_seed(n)
-    ids = torch.randint(1000, model.config.vocab_size, (batch, n), generator=g).to(device)
-    ids[:, 0] = 101
-    out = []
-    with torch.inference_mode():
-        for i in range(warmup + repeats):
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            model(ids, pruning=cfg)
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            if i >= warmup:
-                out.append((time.perf_counter() - t0) * 1e3)
-    return np.array(out)
+    ids = fixed_inputs(model, None, n, batch, seed=n)["input_ids"].to(device)
+    return time_interleaved({"m": lambda: model(ids, pruning=cfg)}, repeats=repeats,
+                            warmup=warmup, device=device)["m"]
 
 
 def calibrate(model: PrunedBert, pred: Predictor, s: BuildSettings, batch: int) -> dict:

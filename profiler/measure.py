@@ -18,6 +18,7 @@ import numpy as np
 import psutil
 import torch
 
+from pruning.bench import fixed_inputs
 from pruning.config import PruningConfig
 from pruning.encoder import PrunedBert, gather
 
@@ -66,10 +67,7 @@ class PassTimer:
 
     def __init__(self, model: PrunedBert, batch: int, n: int, device: str, seed: int = 0) -> None:
         self.model, self.device, self.n, self.batch = model, device, n, batch
-        g = torch.Generator().manual_seed(seed + n)
-        ids = torch.randint(1000, model.config.vocab_size, (batch, n), generator=g)
-        ids[:, 0] = 101
-        self.ids = ids.to(device)
+        self.ids = fixed_inputs(model, None, n, batch, seed + n)["input_ids"].to(device)
         # keep half the tokens at every layer: the selection step n -> n/2
         self.half = PruningConfig.topk(model.shape, [0.5] * model.shape.num_layers)
         self.n_real = torch.full((batch,), n, device=device, dtype=torch.long)
