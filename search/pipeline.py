@@ -26,7 +26,6 @@ from pruning.encoder import ForwardInfo
 from pruning.errors import TpError
 from pruning.evaluate import evaluate
 from pruning.io_utils import atomic_path, atomic_write_text
-from pruning.macs import macs_report
 
 from .measure import measure
 from .study import SearchResult, SearchSettings, default_out_dir, run_search

@@ -1,5 +1,4 @@
 """Building blocks of tp-train: masked training forward, hard-concrete gates, ranking loss."""
-import math
 
 import pytest
 import torch

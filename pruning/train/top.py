@@ -20,7 +20,6 @@ ones, because the encoder keeps the best-ranked tokens.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
