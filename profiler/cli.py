@@ -47,9 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="results directory (default: results/, or "
                                                "$TP_SEARCH_RESULTS)")
     p.add_argument("--force", action="store_true", help="re-measure even if a table exists")
-    p.add_argument("--point-budget", type=float, default=0.4,
+    d = MeasureSettings()
+    p.add_argument("--point-budget", type=float, default=d.point_budget_s,
                    help="seconds of repeats per grid point (default: %(default)s)")
-    p.add_argument("--min-repeats", type=positive_int, default=5)
+    p.add_argument("--min-repeats", type=positive_int, default=d.min_repeats,
+                   help="passes per grid point at least (default: %(default)s)")
+    p.add_argument("--quiet-wait", type=float, default=d.quiet_wait_s,
+                   help="when other processes load the CPU during a point, wait up to this "
+                        "many seconds for quiet before re-measuring; still busy after the "
+                        "retries, the entry is flagged (default: %(default)s)")
     p.add_argument("--validate", action="store_true",
                    help="measure random pruned schedules end to end and report prediction error")
     p.add_argument("--samples", type=positive_int, default=50, help="validation schedules")
@@ -97,7 +103,8 @@ def _run(args: argparse.Namespace) -> int:
     s = BuildSettings(batches=args.batch, threads=args.threads, max_len=args.max_len,
                       grid=grid, device=args.device, force=args.force, seed=args.seed,
                       measure=MeasureSettings(min_repeats=args.min_repeats,
-                                              point_budget_s=args.point_budget))
+                                              point_budget_s=args.point_budget,
+                                              quiet_wait_s=args.quiet_wait))
     log.info("machine %s; profiling %s for batch %s, threads %s, up to %d tokens",
              fp.machine_id, path.stem, args.batch, args.threads, args.max_len)
     table = build_table(model, fp, res, s, existing)

@@ -33,7 +33,10 @@ def test_fingerprint_stable_and_hardware_only():
 
 def test_grid_and_parse():
     g = default_grid(512)
-    assert g[:16] == list(range(1, 17)) and g[-1] == 512 and g == sorted(set(g))
+    assert g[0] == 1 and g[-1] == 512 and g == sorted(set(g))
+    gaps = [b - a for a, b in zip(g, g[1:])]
+    assert max(gaps[:8]) <= 2 and gaps[:-1] == sorted(gaps[:-1])  # dense where it bends
+    assert default_grid(100)[-1] == 100 and max(default_grid(100)) == 100
     assert parse_grid("4,8,2", 16) == [1, 2, 4, 8, 16]
     with pytest.raises(TpError, match="above --max-len"):
         parse_grid("1,600", 512)
