@@ -59,14 +59,6 @@ def random_schedule(shape, n: int, rng: random.Random, lo: float = 1.2, hi: floa
     raise RuntimeError(f"no random schedule with MACs reduction in [{lo}, {hi}] at n={n}")
 
 
-def measure_config(model: PrunedBert, cfg: PruningConfig, n: int, batch: int, device: str,
-                   repeats: int = 15, warmup: int = 2) -> np.ndarray:
-    """End-to-end ms of the real pruned encoder on ``batch`` inputs of n real tokens."""
-    ids = fixed_inputs(model, None, n, batch, seed=n)["input_ids"].to(device)
-    return time_interleaved({"m": lambda: model(ids, pruning=cfg)}, repeats=repeats,
-                            warmup=warmup, device=device)["m"]
-
-
 def calibrate(model: PrunedBert, pred: Predictor, s: BuildSettings, batch: int) -> dict:
     """Fit measured = scale * sum_of_parts + offset over a few real full passes (dense and
     random pruned schedules at a few lengths); the fit absorbs per-call overhead and the
@@ -74,15 +66,18 @@ def calibrate(model: PrunedBert, pred: Predictor, s: BuildSettings, batch: int) 
     rng = random.Random(s.seed + 17)
     # lengths up to half the table: full passes at max_len would cost as much as the grid
     lens = sorted({max(8, s.max_len // 8), max(8, s.max_len // 4), max(8, s.max_len // 2)})
-    xs, ys = [], []
+    xs, fns = [], {}
     for n in lens:
+        ids = fixed_inputs(model, None, n, batch, seed=n)["input_ids"].to(s.device)
         cfgs = [PruningConfig.dense(model.shape)] + [
             random_schedule(model.shape, n, rng) for _ in range(max(1, s.calibration_configs // len(lens)))]
         for cfg in cfgs:
             kept, prunes = cfg.kept_counts(n), [cfg.prunes_at(l) for l in range(model.shape.num_layers)]
             xs.append(pred.raw_counts(n, kept, prunes))
-            ys.append(float(np.median(measure_config(model, cfg, n, batch, s.device,
-                                                     repeats=5, warmup=1))))
+            fns[str(len(fns))] = lambda ids=ids, cfg=cfg: model(ids, pruning=cfg)
+    # interleaved: every configuration sees the same drift of the machine
+    ms = time_interleaved(fns, repeats=5, warmup=1, device=s.device)
+    ys = [float(np.median(ms[str(i)])) for i in range(len(fns))]
     x, y = np.array(xs), np.array(ys)
     A = np.stack([x, np.ones_like(x)], 1)
     scale, offset = np.linalg.lstsq(A, y, rcond=None)[0]
@@ -104,9 +99,15 @@ def build_table(model: PrunedBert, fp: Fingerprint, results: Path, s: BuildSetti
     """
     grid = s.grid or default_grid(s.max_len)
     machine = fp.to_dict()
-    entries = existing.entries if existing is not None and not s.force else \
-        pd.DataFrame(columns=list(COLUMNS))
-    calibration = dict(existing.calibration) if existing is not None and not s.force else {}
+    entries = existing.entries if existing is not None else pd.DataFrame(columns=list(COLUMNS))
+    calibration = dict(existing.calibration) if existing is not None else {}
+    asked = [(b, t) for b in s.batches for t in s.threads]
+    if s.force and len(entries):  # re-measure what was asked for; keep the other combos
+        keep = ~pd.Series([(b, t) in asked for b, t in zip(entries.batch, entries.threads)],
+                          index=entries.index)
+        entries = entries[keep]
+        calibration = {k: v for k, v in calibration.items()
+                       if k not in {f"b{b}-t{t}" for b, t in asked}}
     table = LatencyTable(model.shape, machine, s.device, entries, grid,
                          settings={"measure": s.measure.__dict__, "max_len": s.max_len,
                                    "calibration_configs": s.calibration_configs,
@@ -115,7 +116,7 @@ def build_table(model: PrunedBert, fp: Fingerprint, results: Path, s: BuildSetti
     csv_path, _ = table.paths(results)
     partial = csv_path.with_suffix(".partial.csv")
     rows = pd.read_csv(partial).to_dict("records") if partial.is_file() and not s.force else []
-    todo = [(b, t) for b in s.batches for t in s.threads if (b, t) not in table.combos()
+    todo = [(b, t) for b, t in asked if (b, t) not in table.combos()
             or max(grid) > max(table.grid)]
     if not todo:
         log.info("table %s/%s already has batch %s x threads %s; nothing to measure "
@@ -151,6 +152,7 @@ def build_table(model: PrunedBert, fp: Fingerprint, results: Path, s: BuildSetti
             torch.set_num_threads(t)
             pred = Predictor(table, batch=b, threads=t)
             cal = calibrate(model, pred, s, b)
+            cal["sweeps"] = s.measure.sweeps_for(t)
             cal["grid_seconds"] = round(grid_s, 1)
             cal["total_seconds"] = round(time.perf_counter() - t0, 1)
             table.calibration[f"b{b}-t{t}"] = cal

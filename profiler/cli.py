@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="when other processes load the CPU during a point, wait up to this "
                         "many seconds for quiet before re-measuring; still busy after the "
                         "retries, the entry is flagged (default: %(default)s)")
+    p.add_argument("--sweeps", type=positive_int, default=None,
+                   help="passes over the grid, each point's repeats split across them "
+                        "(default: 1 at one thread, 3 at more: multi-thread timings on a "
+                        "shared VM drift for tens of seconds at a time)")
     p.add_argument("--validate", action="store_true",
                    help="measure random pruned schedules end to end and report prediction error")
     p.add_argument("--samples", type=positive_int, default=50, help="validation schedules")
@@ -104,7 +108,8 @@ def _run(args: argparse.Namespace) -> int:
                       grid=grid, device=args.device, force=args.force, seed=args.seed,
                       measure=MeasureSettings(min_repeats=args.min_repeats,
                                               point_budget_s=args.point_budget,
-                                              quiet_wait_s=args.quiet_wait))
+                                              quiet_wait_s=args.quiet_wait,
+                                              sweeps=args.sweeps))
     log.info("machine %s; profiling %s for batch %s, threads %s, up to %d tokens",
              fp.machine_id, path.stem, args.batch, args.threads, args.max_len)
     table = build_table(model, fp, res, s, existing)
@@ -137,7 +142,8 @@ def _run(args: argparse.Namespace) -> int:
         for v in summary.get("validation", []):
             rows.append((f"validation b{v['batch']} t{v['threads']} n{v['seq_len']}",
                          f"median |err| {v['median_abs_error']:.1%}, p90 {v['p90_abs_error']:.1%},"
-                         f" within 10%: {v['within_10pct']:.0%} of {v['samples']}"))
+                         f" within 10%: {v['within_10pct']:.0%} of {v['samples']} (machine spread "
+                         f"{v['machine_spread']:.1%})"))
         print_table(rows)
     return 0
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable
 
 import numpy as np
@@ -34,6 +34,19 @@ class MeasureSettings:
     busy_threshold: float = 0.10  # other processes' share of the machine's CPU
     retries: int = 2  # re-measure a busy point this many times before flagging it
     quiet_wait_s: float = 30.0  # before a retry, wait up to this long for the machine to calm
+    # Passes over the whole grid; each point's repeats are split across them. None: 1 at one
+    # thread, 3 at more (multi-thread speed on a shared VM switches between states ~25%
+    # apart for tens of seconds at a time; several sweeps average the states instead of
+    # freezing whichever one a point happened to fall in).
+    sweeps: int | None = None
+
+    def sweeps_for(self, threads: int) -> int:
+        return self.sweeps if self.sweeps else (1 if threads == 1 else 3)
+
+    def per_sweep(self, sweeps: int) -> "MeasureSettings":
+        return replace(self, min_repeats=max(1, -(-self.min_repeats // sweeps)),
+                       max_repeats=max(1, -(-self.max_repeats // sweeps)),
+                       point_budget_s=self.point_budget_s / sweeps)
 
 
 def wait_for_quiet(threshold: float, max_wait_s: float, window_s: float = 0.5) -> bool:
@@ -195,24 +208,38 @@ def point_rows(res: PointResult, batch: int, threads: int, n: int) -> list[dict]
     return rows
 
 
+def merge(results: list[PointResult]) -> PointResult:
+    keys = results[0].samples
+    return PointResult({k: np.concatenate([r.samples[k] for r in results]) for k in keys},
+                       max(r.other_cpu for r in results), any(r.busy for r in results))
+
+
 def measure_grid(model: PrunedBert, batch: int, threads: int, grid: Iterable[int], device: str,
                  s: MeasureSettings, done: set[int], on_point: Callable[[int, list[dict]], None],
                  progress=None) -> None:
-    """Measure every grid point not in ``done``; ``on_point`` persists each as it finishes.
+    """Measure every grid point not in ``done``; ``on_point`` persists each as it finishes
+    (after its last sweep; an interrupted sweep is measured again on resume).
 
     The head is measured with every point but only kept once (n=1 row) by the caller.
     """
     torch.set_num_threads(threads)
-    for n in grid:
-        if n in done:
+    grid = list(grid)
+    todo = [n for n in grid if n not in done]
+    if progress is not None and len(todo) < len(grid):
+        progress.update(len(grid) - len(todo))
+    sweeps = s.sweeps_for(threads)
+    part = s.per_sweep(sweeps)
+    acc: dict[int, list[PointResult]] = {}
+    for k in range(sweeps):
+        for n in (todo if k % 2 == 0 else todo[::-1]):  # alternate direction: no point
+            res = measure_point(model, batch, n, device, part)  # always last in a sweep
+            acc.setdefault(n, []).append(res)
+            if k == sweeps - 1:
+                res = merge(acc.pop(n))
+                rows = point_rows(res, batch, threads, n)
+                if n != 1:
+                    rows = [r for r in rows if r["component"] != "head"]
+                on_point(n, rows)
             if progress is not None:
-                progress.update(1)
-            continue
-        res = measure_point(model, batch, n, device, s)
-        rows = point_rows(res, batch, threads, n)
-        if n != 1:
-            rows = [r for r in rows if r["component"] != "head"]
-        on_point(n, rows)
-        if progress is not None:
-            progress.set_postfix(n=n, busy=f"{res.other_cpu:.0%}")
-            progress.update(1)
+                progress.set_postfix(n=n, busy=f"{res.other_cpu:.0%}", sweep=f"{k + 1}/{sweeps}")
+                progress.update(1 / sweeps)

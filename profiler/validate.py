@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from pruning.bench import fixed_inputs
+from pruning.config import PruningConfig
 from pruning.encoder import PrunedBert
 from pruning.macs import dense_macs, schedule_macs
+from pruning.timing import time_interleaved
 
-from .build import measure_config, random_schedule
+from .build import random_schedule
 from .predictor import Predictor
 
 
@@ -26,6 +30,12 @@ class ValidationSummary:
     within_10pct: float
     mean_signed_error: float
     max_abs_error: float
+    dense_measured_ms: float
+    dense_predicted_ms: float
+    # (p90 - p10) / median of the dense model across rounds: how much the machine itself
+    # moved during the validation window
+    machine_spread: float
+    window_s: float
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -33,27 +43,42 @@ class ValidationSummary:
 
 def validate(model: PrunedBert, pred: Predictor, seq_len: int, samples: int, device: str,
              seed: int = 0, repeats: int = 15) -> tuple[pd.DataFrame, ValidationSummary]:
+    """Measure every schedule interleaved with the others, round after round, so each
+    config's median covers the whole validation window: on a VM whose speed drifts, timing
+    configs one after another would compare them across different machine states. The dense
+    model rides along in every round; its spread across rounds is the machine's own noise."""
     rng = random.Random(seed)
-    rows = []
     shape = model.shape
-    for i in tqdm(range(samples), desc=f"validating b{pred.batch} t{pred.threads} n{seq_len}"):
-        cfg = random_schedule(shape, seq_len, rng)
-        ms = measure_config(model, cfg, seq_len, pred.batch, device, repeats=repeats)
-        measured = float(np.median(ms))
-        p = pred.predict(cfg, seq_len)
-        kept = cfg.kept_counts(seq_len)
+    cfgs = [random_schedule(shape, seq_len, rng) for _ in range(samples)]
+    ids = fixed_inputs(model, None, seq_len, pred.batch, seed=seq_len)["input_ids"].to(device)
+    fns = {str(i): (lambda c=c: model(ids, pruning=c)) for i, c in enumerate(cfgs)}
+    fns["dense"] = lambda: model(ids, pruning=PruningConfig.dense(shape))
+    with tqdm(total=repeats, desc=f"validating b{pred.batch} t{pred.threads} n{seq_len}",
+              unit="round") as bar:
+        t0 = time.perf_counter()
+        ms = time_interleaved(fns, repeats=repeats, warmup=1, device=device,
+                              on_round=lambda r: bar.update(1))
+        window = time.perf_counter() - t0
+    rows = []
+    for i, cfg in enumerate(cfgs):
+        m, kept = ms[str(i)], cfg.kept_counts(seq_len)
+        measured, p = float(np.median(m)), pred.predict(cfg, seq_len)
         rows.append(dict(sample=i, keep=",".join(f"{k:.4f}" for k in cfg.keep),
                          first_pruning_layer=next(l for l in range(shape.num_layers)
                                                   if cfg.prunes_at(l)),
                          kept=",".join(map(str, kept)),
                          macs_reduction=dense_macs(seq_len, shape) / schedule_macs(seq_len, kept, shape),
-                         measured_ms=measured, measured_p10_ms=float(np.percentile(ms, 10)),
-                         measured_p90_ms=float(np.percentile(ms, 90)), predicted_ms=p,
+                         measured_ms=measured, measured_p10_ms=float(np.percentile(m, 10)),
+                         measured_p90_ms=float(np.percentile(m, 90)), predicted_ms=p,
                          error=(p - measured) / measured))
     df = pd.DataFrame(rows)
     err = df.error.abs()
+    d = ms["dense"]
     summary = ValidationSummary(samples, seq_len, pred.batch, pred.threads,
                                 float(err.median()), float(err.quantile(0.9)),
                                 float((err <= 0.10).mean()), float(df.error.mean()),
-                                float(err.max()))
+                                float(err.max()), float(np.median(d)),
+                                pred.dense(seq_len), float((np.percentile(d, 90) -
+                                                            np.percentile(d, 10)) / np.median(d)),
+                                round(window, 1))
     return df, summary

@@ -33,7 +33,8 @@ def _sync(device: str) -> None:
 
 
 def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int = 50, warmup: int = 5,
-                     device: str = "cpu", min_time_s: float = 0.0) -> dict[str, np.ndarray]:
+                     device: str = "cpu", min_time_s: float = 0.0,
+                   on_round: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
     """Run every function once per round, round after round, so that slow drifts of the
     machine (another process, frequency) hit all of them alike; returns ms per call."""
     names = list(fns)
@@ -53,4 +54,6 @@ def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int = 50, wa
                 _sync(device)
                 out[n].append((time.perf_counter() - t0) * 1e3)
             r += 1
+            if on_round is not None:
+                on_round(r)
     return {n: np.array(v) for n, v in out.items()}

@@ -196,3 +196,32 @@ def test_cli_input_errors(tmp_path, capsys):
     assert "expected comma-separated token counts" in capsys.readouterr().err
     assert profile_main(["--arch", "minilm-l6", "--max-len", "9999"]) == 1
     assert "exceeds the model's 512 positions" in capsys.readouterr().err
+
+
+def test_sweeps_split_repeats_and_persist_each_point_once():
+    from profiler.measure import measure_grid
+    model = random_model(tiny_arch())
+    got: dict[int, list[dict]] = {}
+    s = MeasureSettings(min_repeats=2, max_repeats=2, point_budget_s=0.0, warmup=0, retries=0,
+                        sweeps=2)
+    measure_grid(model, 1, 1, [1, 3, 5], "cpu", s, {3}, lambda n, rows: got.setdefault(n, rows))
+    assert sorted(got) == [1, 5]  # the done point is skipped
+    assert all(r["repeats"] == 2 for rows in got.values() for r in rows)  # 1 per sweep x 2
+    assert MeasureSettings().sweeps_for(1) == 1 and MeasureSettings().sweeps_for(2) > 1
+
+
+def test_force_remeasures_only_the_requested_combos(tmp_path):
+    model = random_model(tiny_arch())
+    fp = fake_fingerprint()
+    base = dict(max_len=8, grid=[1, 4, 8], measure=FAST, calibration_configs=1)
+    t1 = build_table(model, fp, tmp_path, BuildSettings(threads=[1], **base))
+    before = t1.entries.copy()
+    both = build_table(model, fp, tmp_path, BuildSettings(threads=[2], **base), existing=t1)
+    assert both.combos() == [(1, 1), (1, 2)]
+    again = build_table(model, fp, tmp_path, BuildSettings(threads=[2], force=True, **base),
+                        existing=LatencyTable.load(both.paths(tmp_path)[1]))
+    assert again.combos() == [(1, 1), (1, 2)] and set(again.calibration) == {"b1-t1", "b1-t2"}
+    def rows(df):
+        return df.sort_values(["component", "n"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(rows(again.entries[again.entries.threads == 1]), rows(before),
+                                  check_dtype=False, rtol=1e-3)  # stored rounded
