@@ -143,7 +143,9 @@ def _run(args: argparse.Namespace) -> int:
             rows.append((f"validation b{v['batch']} t{v['threads']} n{v['seq_len']}",
                          f"median |err| {v['median_abs_error']:.1%}, p90 {v['p90_abs_error']:.1%},"
                          f" within 10%: {v['within_10pct']:.0%} of {v['samples']} (machine spread "
-                         f"{v['machine_spread']:.1%})"))
+                         f"{v['machine_spread']:.1%}; relative to dense: median "
+                         f"{v['relative_median_abs_error']:.1%}, within 10% "
+                         f"{v['relative_within_10pct']:.0%})"))
         print_table(rows)
     return 0
 

@@ -36,6 +36,10 @@ class ValidationSummary:
     # moved during the validation window
     machine_spread: float
     window_s: float
+    # the same figures for latency relative to dense (state-free, see validate())
+    relative_median_abs_error: float
+    relative_p90_abs_error: float
+    relative_within_10pct: float
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -60,9 +64,13 @@ def validate(model: PrunedBert, pred: Predictor, seq_len: int, samples: int, dev
                               on_round=lambda r: bar.update(1))
         window = time.perf_counter() - t0
     rows = []
+    d, pd_dense = ms["dense"], pred.dense(seq_len)
     for i, cfg in enumerate(cfgs):
         m, kept = ms[str(i)], cfg.kept_counts(seq_len)
         measured, p = float(np.median(m)), pred.predict(cfg, seq_len)
+        # speed relative to the dense model timed in the same round: immune to the
+        # machine's state, so it isolates the table's shape from the machine's drift
+        ratio = float(np.median(m / d))
         rows.append(dict(sample=i, keep=",".join(f"{k:.4f}" for k in cfg.keep),
                          first_pruning_layer=next(l for l in range(shape.num_layers)
                                                   if cfg.prunes_at(l)),
@@ -70,15 +78,17 @@ def validate(model: PrunedBert, pred: Predictor, seq_len: int, samples: int, dev
                          macs_reduction=dense_macs(seq_len, shape) / schedule_macs(seq_len, kept, shape),
                          measured_ms=measured, measured_p10_ms=float(np.percentile(m, 10)),
                          measured_p90_ms=float(np.percentile(m, 90)), predicted_ms=p,
-                         error=(p - measured) / measured))
+                         error=(p - measured) / measured, measured_vs_dense=ratio,
+                         predicted_vs_dense=p / pd_dense,
+                         relative_error=(p / pd_dense - ratio) / ratio))
     df = pd.DataFrame(rows)
-    err = df.error.abs()
-    d = ms["dense"]
+    err, rel = df.error.abs(), df.relative_error.abs()
     summary = ValidationSummary(samples, seq_len, pred.batch, pred.threads,
                                 float(err.median()), float(err.quantile(0.9)),
                                 float((err <= 0.10).mean()), float(df.error.mean()),
                                 float(err.max()), float(np.median(d)),
-                                pred.dense(seq_len), float((np.percentile(d, 90) -
-                                                            np.percentile(d, 10)) / np.median(d)),
-                                round(window, 1))
+                                pd_dense, float((np.percentile(d, 90) - np.percentile(d, 10)) /
+                                                np.median(d)),
+                                round(window, 1), float(rel.median()), float(rel.quantile(0.9)),
+                                float((rel <= 0.10).mean()))
     return df, summary
