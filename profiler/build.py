@@ -35,6 +35,7 @@ class BuildSettings:
     grid: list[int] | None = None
     device: str = "cpu"
     calibration_configs: int = 3
+    calibration_budget_s: float = 10.0
     force: bool = False
     measure: MeasureSettings = field(default_factory=MeasureSettings)
     seed: int = 0
@@ -59,13 +60,31 @@ def random_schedule(shape, n: int, rng: random.Random, lo: float = 1.2, hi: floa
     raise RuntimeError(f"no random schedule with MACs reduction in [{lo}, {hi}] at n={n}")
 
 
-def calibrate(model: PrunedBert, pred: Predictor, s: BuildSettings, batch: int) -> dict:
+def calibration_lengths(pred: Predictor, max_len: int, budget_s: float, rounds: int = 6
+                        ) -> list[int]:
+    """Three lengths an octave apart, as close to max_len as the budget allows: the fit
+    is best where it was measured, but full passes at 512 tokens of bert-base would cost as
+    much as the whole grid. Cost per round ~ dense + one cheaper pruned pass per length."""
+    dense = PruningConfig.dense(pred.shape)
+    L = pred.shape.num_layers
+
+    def cost(n: int) -> float:
+        return 1.5 * pred.raw_counts(n, dense.kept_counts(n), [False] * L) / 1e3 * rounds
+
+    top = max_len
+    while top > 32 and sum(cost(max(8, top >> k)) for k in range(3)) > budget_s:
+        top //= 2
+    return sorted({max(8, top >> k) for k in range(3)})
+
+
+def calibrate(model: PrunedBert, pred: Predictor, s: BuildSettings, batch: int,
+              grid_s: float = 0.0) -> dict:
     """Fit measured = scale * sum_of_parts + offset over a few real full passes (dense and
     random pruned schedules at a few lengths); the fit absorbs per-call overhead and the
     small bias of summing separately timed parts."""
     rng = random.Random(s.seed + 17)
-    # lengths up to half the table: full passes at max_len would cost as much as the grid
-    lens = sorted({max(8, s.max_len // 8), max(8, s.max_len // 4), max(8, s.max_len // 2)})
+    # a quarter of the grid's time, at least the configured budget
+    lens = calibration_lengths(pred, s.max_len, max(s.calibration_budget_s, grid_s / 4))
     xs, fns = [], {}
     for n in lens:
         ids = fixed_inputs(model, None, n, batch, seed=n)["input_ids"].to(s.device)
@@ -84,7 +103,7 @@ def calibrate(model: PrunedBert, pred: Predictor, s: BuildSettings, batch: int) 
     if not (0.8 <= scale <= 1.25):  # a wild fit from few points: fall back to a pure ratio
         scale, offset = float(np.median(y / x)), 0.0
     resid = (scale * x + offset - y) / y
-    return {"scale": float(scale), "offset_ms": float(offset), "points": len(x),
+    return {"scale": float(scale), "offset_ms": float(offset), "points": len(x), "lengths": lens,
             "raw_bias": float(np.median((x - y) / y)),
             "fit_max_abs_error": float(np.abs(resid).max())}
 
@@ -151,7 +170,7 @@ def build_table(model: PrunedBert, fp: Fingerprint, results: Path, s: BuildSetti
                             s.measure.busy_threshold * 100)
             torch.set_num_threads(t)
             pred = Predictor(table, batch=b, threads=t)
-            cal = calibrate(model, pred, s, b)
+            cal = calibrate(model, pred, s, b, grid_s)
             cal["sweeps"] = s.measure.sweeps_for(t)
             cal["grid_seconds"] = round(grid_s, 1)
             cal["total_seconds"] = round(time.perf_counter() - t0, 1)

@@ -225,3 +225,13 @@ def test_force_remeasures_only_the_requested_combos(tmp_path):
         return df.sort_values(["component", "n"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(rows(again.entries[again.entries.threads == 1]), rows(before),
                                   check_dtype=False, rtol=1e-3)  # stored rounded
+
+
+def test_calibration_lengths_stay_within_budget():
+    from profiler.build import calibration_lengths
+    pred = Predictor(synthetic_table(SHAPE, max_len=512))
+    assert calibration_lengths(pred, 512, 1e9) == [128, 256, 512]  # cheap: top of the range
+    low = calibration_lengths(pred, 512, 0.0)  # nothing affordable: the floor, still 3 lengths
+    assert low == [8, 16, 32]
+    mid = calibration_lengths(pred, 512, 1.0)
+    assert len(mid) == 3 and low[-1] <= mid[-1] <= 512
