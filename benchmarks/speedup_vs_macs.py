@@ -43,7 +43,7 @@ def schedule(shape, n: int, target: float) -> PruningConfig:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--arch", default="bert-base")
     ap.add_argument("--seq-lens", default="128,384")
     ap.add_argument("--batches", default="1,8")

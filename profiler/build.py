@@ -141,7 +141,7 @@ def build_table(model: PrunedBert, fp: Fingerprint, results: Path, s: BuildSetti
         log.info("table %s/%s already has batch %s x threads %s; nothing to measure "
                  "(--force re-measures)", fp.machine_id, table.name, s.batches, s.threads)
         return table
-    total = len(todo) * len(grid)
+    total = sum(len(grid) * s.measure.sweeps_for(t) for _, t in todo)  # measurements
     model = model.to(s.device).eval()
     with tqdm(total=total, desc=f"profiling {table.name}", unit="pt") as bar:
         for b, t in todo:

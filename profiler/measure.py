@@ -225,9 +225,9 @@ def measure_grid(model: PrunedBert, batch: int, threads: int, grid: Iterable[int
     torch.set_num_threads(threads)
     grid = list(grid)
     todo = [n for n in grid if n not in done]
-    if progress is not None and len(todo) < len(grid):
-        progress.update(len(grid) - len(todo))
     sweeps = s.sweeps_for(threads)
+    if progress is not None and len(todo) < len(grid):
+        progress.update((len(grid) - len(todo)) * sweeps)
     part = s.per_sweep(sweeps)
     acc: dict[int, list[PointResult]] = {}
     for k in range(sweeps):
@@ -242,4 +242,4 @@ def measure_grid(model: PrunedBert, batch: int, threads: int, grid: Iterable[int
                 on_point(n, rows)
             if progress is not None:
                 progress.set_postfix(n=n, busy=f"{res.other_cpu:.0%}", sweep=f"{k + 1}/{sweeps}")
-                progress.update(1 / sweeps)
+                progress.update(1)

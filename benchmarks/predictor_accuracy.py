@@ -1,0 +1,92 @@
+"""Latency predictor accuracy on this machine: one table per figure row, collected in one file.
+
+    .venv/bin/python benchmarks/predictor_accuracy.py            # measure, then collect
+    .venv/bin/python benchmarks/predictor_accuracy.py --collect  # only collect what exists
+
+Measuring runs, one after another (never alongside other work: a 2-core machine shared with
+anything gives timings 20-80% off), the tp-profile commands of the profiler issue's targets:
+bert-base and MiniLM-L6, batch 1, threads 1 and 2, seq 128 (and 384 for bert-base), 50 random
+schedules each, plus batch-8 tables up to 128 tokens. Each writes its table and validation
+files under results/machines/<id>/; this script then gathers every validation JSON there into
+results/<id>/predictor_accuracy.{csv,md} with the table build times.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from profiler.fingerprint import fingerprint
+from pruning.io_utils import atomic_write_text
+
+RUNS = [
+    "--model default --threads 1,2 --batch 1 --max-len 512 --validate --samples 50 --seq-len 128",
+    "--arch bert-base --threads 1 --batch 1 --max-len 512 --validate --samples 50 --seq-len 128,384",
+    "--arch bert-base --threads 2 --batch 1 --max-len 512 --validate --samples 50 --seq-len 128,384",
+    "--model default --threads 1,2 --batch 8 --max-len 128 --validate --samples 20 --seq-len 128",
+    "--arch bert-base --threads 1,2 --batch 8 --max-len 128 --validate --samples 10 --seq-len 128",
+]
+
+
+def collect(results: Path, machine_id: str) -> pd.DataFrame:
+    mdir = results / "machines" / machine_id
+    rows = []
+    for f in sorted(mdir.glob("*-validate-*.json")):
+        v = json.loads(f.read_text())
+        table = json.loads((mdir / f"{v['shape']}.json").read_text())
+        cal = table["calibration"].get(f"b{v['batch']}-t{v['threads']}", {})
+        rows.append(dict(shape=v["shape"], batch=v["batch"], threads=v["threads"],
+                         seq_len=v["seq_len"], samples=v["samples"],
+                         median_abs_error=v["median_abs_error"],
+                         p90_abs_error=v["p90_abs_error"], within_10pct=v["within_10pct"],
+                         relative_median_abs_error=v.get("relative_median_abs_error"),
+                         relative_within_10pct=v.get("relative_within_10pct"),
+                         machine_spread=v.get("machine_spread"),
+                         dense_measured_ms=v.get("dense_measured_ms"),
+                         dense_predicted_ms=v.get("dense_predicted_ms"),
+                         table_max_len=max(table["grid"]),
+                         table_build_s=cal.get("total_seconds"), file=f.name))
+    return pd.DataFrame(rows).sort_values(["shape", "batch", "threads", "seq_len"])
+
+
+def markdown(df: pd.DataFrame) -> str:
+    def pct(x) -> str:
+        return "—" if x is None or pd.isna(x) else f"{x:.1%}"
+    md = ["| shape | batch | threads | seq | configs | median abs err | p90 abs err | within ±10% "
+          "| within ±10% vs dense | machine spread | table build |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in df.itertuples():
+        md.append(f"| {r.shape} | {r.batch} | {r.threads} | {r.seq_len} | {r.samples} | "
+                  f"{pct(r.median_abs_error)} | {pct(r.p90_abs_error)} | {r.within_10pct:.0%} | "
+                  f"{pct(r.relative_within_10pct)} | {pct(r.machine_spread)} | "
+                  f"{r.table_build_s} s (to {r.table_max_len}) |")
+    return "\n".join(md) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--collect", action="store_true", help="only gather existing validations")
+    ap.add_argument("--out", default="results")
+    a = ap.parse_args()
+    results = Path(a.out)
+    if not a.collect:
+        exe = Path(sys.executable).with_name("tp-profile")
+        for args in RUNS:
+            cmd = [str(exe), *args.split(), "--out", str(results)]
+            print("$", " ".join(cmd), flush=True)
+            subprocess.run(cmd, check=True)
+    mid = fingerprint().machine_id
+    df = collect(results, mid)
+    out = results / mid
+    atomic_write_text(out / "predictor_accuracy.csv", df.to_csv(index=False, float_format="%.4f"))
+    atomic_write_text(out / "predictor_accuracy.md", markdown(df))
+    print(markdown(df))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
