@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from pruning.bench import fixed_inputs
 from pruning.config import PruningConfig
 from pruning.encoder import PrunedBert
+from pruning.errors import TpError
 from pruning.io_utils import atomic_write_text
 from pruning.macs import dense_macs, schedule_macs
 from pruning.timing import time_interleaved
@@ -60,21 +61,25 @@ def random_schedule(shape, n: int, rng: random.Random, lo: float = 1.2, hi: floa
     raise RuntimeError(f"no random schedule with MACs reduction in [{lo}, {hi}] at n={n}")
 
 
-def calibration_lengths(pred: Predictor, max_len: int, budget_s: float, rounds: int = 6
-                        ) -> list[int]:
-    """Three lengths an octave apart, as close to max_len as the budget allows: the fit
-    is best where it was measured, but full passes at 512 tokens of bert-base would cost as
-    much as the whole grid. Cost per round ~ dense + one cheaper pruned pass per length."""
+def calibration_lengths(pred: Predictor, max_len: int, budget_s: float, rounds: int = 6,
+                        count: int = 5) -> list[int]:
+    """Up to ``count`` lengths an octave apart, ending as close to max_len as the budget
+    allows: the fit must hold from a few dozen tokens (where heavily pruned layers run) to
+    long inputs, but full passes at 512 tokens of bert-base would cost as much as the whole
+    grid. Cost per round ~ dense + one cheaper pruned pass per length."""
     dense = PruningConfig.dense(pred.shape)
     L = pred.shape.num_layers
 
     def cost(n: int) -> float:
         return 1.5 * pred.raw_counts(n, dense.kept_counts(n), [False] * L) / 1e3 * rounds
 
+    def lengths(top: int) -> list[int]:
+        return sorted({max(8, top >> k) for k in range(count)})
+
     top = max_len
-    while top > 32 and sum(cost(max(8, top >> k)) for k in range(3)) > budget_s:
+    while top > 32 and sum(cost(n) for n in lengths(top)) > budget_s:
         top //= 2
-    return sorted({max(8, top >> k) for k in range(3)})
+    return lengths(top)
 
 
 def calibrate(model: PrunedBert, pred: Predictor, s: BuildSettings, batch: int,
@@ -181,4 +186,29 @@ def build_table(model: PrunedBert, fp: Fingerprint, results: Path, s: BuildSetti
     table.grid = sorted(set(grid) | set(existing.grid if existing is not None else []))
     table.save(results)
     partial.unlink(missing_ok=True)
+    return table
+
+
+def recalibrate_table(model: PrunedBert, table: LatencyTable, results: Path, s: BuildSettings
+                      ) -> LatencyTable:
+    """Refit the calibration of the asked combos from new full passes, keeping the grid:
+    the grid is the expensive part, the calibration a few seconds."""
+    model = model.to(s.device).eval()
+    for b in s.batches:
+        for t in s.threads:
+            if (b, t) not in table.combos():
+                raise TpError(f"the table has no batch {b} x threads {t} to recalibrate; "
+                              "measure it first (drop --recalibrate)")
+            torch.set_num_threads(t)
+            old = table.calibration.get(f"b{b}-t{t}", {})
+            grid_s = float(old.get("grid_seconds", 0.0))
+            t0 = time.perf_counter()
+            cal = calibrate(model, Predictor(table, batch=b, threads=t), s, b, grid_s)
+            cal["sweeps"] = old.get("sweeps", s.measure.sweeps_for(t))
+            cal["grid_seconds"] = round(grid_s, 1)
+            cal["total_seconds"] = round(grid_s + time.perf_counter() - t0, 1)
+            table.calibration[f"b{b}-t{t}"] = cal
+            log.info("b%d t%d recalibrated: scale %.3f offset %.3f ms at lengths %s", b, t,
+                     cal["scale"], cal["offset_ms"], cal["lengths"])
+    table.save(results)
     return table

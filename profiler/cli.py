@@ -14,7 +14,7 @@ from pruning.cli_utils import (add_common, dump_json, guarded, int_list, positiv
 from pruning.errors import TpError
 from pruning.io_utils import atomic_write_text
 
-from .build import BuildSettings, build_table
+from .build import BuildSettings, build_table, recalibrate_table
 from .fingerprint import fingerprint
 from .measure import MeasureSettings
 from .predictor import Predictor
@@ -46,7 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
                                   "(default: dense below 16, coarser above)")
     p.add_argument("--out", default=None, help="results directory (default: results/, or "
                                                "$TP_SEARCH_RESULTS)")
-    p.add_argument("--force", action="store_true", help="re-measure even if a table exists")
+    redo = p.add_mutually_exclusive_group()
+    redo.add_argument("--force", action="store_true",
+                      help="re-measure the asked batch sizes and thread counts even if the "
+                           "table has them")
+    redo.add_argument("--recalibrate", action="store_true",
+                      help="keep the measured grid, refit only the calibration against new "
+                           "full passes (seconds)")
     d = MeasureSettings()
     p.add_argument("--point-budget", type=float, default=d.point_budget_s,
                    help="seconds of repeats per grid point (default: %(default)s)")
@@ -112,7 +118,13 @@ def _run(args: argparse.Namespace) -> int:
                                               sweeps=args.sweeps))
     log.info("machine %s; profiling %s for batch %s, threads %s, up to %d tokens",
              fp.machine_id, path.stem, args.batch, args.threads, args.max_len)
-    table = build_table(model, fp, res, s, existing)
+    if args.recalibrate:
+        if existing is None:
+            raise TpError(f"--recalibrate: no table at {path}; build one first (drop "
+                          "--recalibrate)")
+        table = recalibrate_table(model, existing, res, s)
+    else:
+        table = build_table(model, fp, res, s, existing)
     summary: dict = {"machine_id": fp.machine_id, "table": str(path),
                      "combos": table.combos(), "calibration": table.calibration}
     if args.validate:

@@ -69,8 +69,10 @@ def fixed_inputs(model: PrunedBert, split: Split | None, seq_len: int, batch: in
         input_ids = torch.cat([cls, body, sep], 1)
     else:
         g = torch.Generator().manual_seed(seed)
-        input_ids = torch.randint(1000, model.config.vocab_size, (batch, seq_len), generator=g)
-        input_ids[:, 0] = 101
+        vocab = model.config.vocab_size  # ids above BERT's special tokens where they exist
+        lo = 1000 if vocab > 2000 else min(5, vocab - 1)
+        input_ids = torch.randint(lo, vocab, (batch, seq_len), generator=g)
+        input_ids[:, 0] = 101 if vocab > 101 else 0
     return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids),
             "token_type_ids": torch.zeros_like(input_ids)}
 

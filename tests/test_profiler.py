@@ -230,8 +230,27 @@ def test_force_remeasures_only_the_requested_combos(tmp_path):
 def test_calibration_lengths_stay_within_budget():
     from profiler.build import calibration_lengths
     pred = Predictor(synthetic_table(SHAPE, max_len=512))
-    assert calibration_lengths(pred, 512, 1e9) == [128, 256, 512]  # cheap: top of the range
-    low = calibration_lengths(pred, 512, 0.0)  # nothing affordable: the floor, still 3 lengths
+    assert calibration_lengths(pred, 512, 1e9) == [32, 64, 128, 256, 512]  # octaves to the top
+    low = calibration_lengths(pred, 512, 0.0)  # nothing affordable: the floor
     assert low == [8, 16, 32]
     mid = calibration_lengths(pred, 512, 1.0)
-    assert len(mid) == 3 and low[-1] <= mid[-1] <= 512
+    assert len(mid) >= 3 and low[-1] <= mid[-1] <= 512
+
+
+def test_recalibrate_keeps_the_grid_and_refits(tmp_path, capsys):
+    from pruning.testing import make_tiny_checkpoint
+    make_tiny_checkpoint(tmp_path / "m")
+    base = ["--model", str(tmp_path / "m"), "--max-len", "8", "--grid", "1,4,8", "--out",
+            str(tmp_path / "r"), "--min-repeats", "1", "--point-budget", "0"]
+    assert profile_main(base + ["--format", "json"]) == 0
+    path = next((tmp_path / "r" / "machines").glob("*/*.json"))
+    if path.name == "machine.json":
+        path = next(p for p in path.parent.glob("*.json") if p.name != "machine.json")
+    before = LatencyTable.load(path)
+    assert profile_main(base + ["--recalibrate"]) == 0
+    after = LatencyTable.load(path)
+    pd.testing.assert_frame_equal(after.entries, before.entries)
+    assert after.calibration["b1-t1"]["lengths"] and \
+        after.calibration["b1-t1"]["grid_seconds"] == before.calibration["b1-t1"]["grid_seconds"]
+    assert profile_main(base + ["--recalibrate", "--threads", "2"]) == 1
+    assert "no batch 1 x threads 2" in capsys.readouterr().err
