@@ -38,6 +38,8 @@ def collect(results: Path, machine_id: str) -> pd.DataFrame:
     for f in sorted(mdir.glob("*-validate-*.json")):
         v = json.loads(f.read_text())
         table = json.loads((mdir / f"{v['shape']}.json").read_text())
+        e = pd.read_csv(mdir / f"{v['shape']}.csv")
+        top = int(e[(e.batch == v["batch"]) & (e.threads == v["threads"])].n.max())
         cal = table["calibration"].get(f"b{v['batch']}-t{v['threads']}", {})
         rows.append(dict(shape=v["shape"], batch=v["batch"], threads=v["threads"],
                          seq_len=v["seq_len"], samples=v["samples"],
@@ -48,7 +50,7 @@ def collect(results: Path, machine_id: str) -> pd.DataFrame:
                          machine_spread=v.get("machine_spread"),
                          dense_measured_ms=v.get("dense_measured_ms"),
                          dense_predicted_ms=v.get("dense_predicted_ms"),
-                         table_max_len=max(table["grid"]),
+                         table_max_len=top,
                          table_build_s=cal.get("total_seconds"), file=f.name))
     return pd.DataFrame(rows).sort_values(["shape", "batch", "threads", "seq_len"])
 
@@ -56,13 +58,16 @@ def collect(results: Path, machine_id: str) -> pd.DataFrame:
 def markdown(df: pd.DataFrame) -> str:
     def pct(x) -> str:
         return "—" if x is None or pd.isna(x) else f"{x:.1%}"
+
+    def share(x) -> str:
+        return "—" if x is None or pd.isna(x) else f"{x:.0%}"
     md = ["| shape | batch | threads | seq | configs | median abs err | p90 abs err | within ±10% "
           "| within ±10% vs dense | machine spread | table build |",
           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in df.itertuples():
         md.append(f"| {r.shape} | {r.batch} | {r.threads} | {r.seq_len} | {r.samples} | "
                   f"{pct(r.median_abs_error)} | {pct(r.p90_abs_error)} | {r.within_10pct:.0%} | "
-                  f"{pct(r.relative_within_10pct)} | {pct(r.machine_spread)} | "
+                  f"{share(r.relative_within_10pct)} | {pct(r.machine_spread)} | "
                   f"{r.table_build_s} s (to {r.table_max_len}) |")
     return "\n".join(md) + "\n"
 

@@ -89,7 +89,8 @@ def calibrate(model: PrunedBert, pred: Predictor, s: BuildSettings, batch: int,
     small bias of summing separately timed parts."""
     rng = random.Random(s.seed + 17)
     # a quarter of the grid's time, at least the configured budget
-    lens = calibration_lengths(pred, s.max_len, max(s.calibration_budget_s, grid_s / 4))
+    lens = calibration_lengths(pred, min(s.max_len, pred.max_len),
+                               max(s.calibration_budget_s, grid_s / 4))
     xs, fns = [], {}
     for n in lens:
         ids = fixed_inputs(model, None, n, batch, seed=n)["input_ids"].to(s.device)

@@ -98,7 +98,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise TpError("--device cuda: no CUDA device visible to torch; use --device cpu")
     model = random_model(args.arch) if args.arch else from_pretrained(args.model, tokenizer=False)
-    if args.max_len > model.config.max_position_embeddings:
+    if args.max_len > model.config.max_position_embeddings and not args.recalibrate:
         raise TpError(f"--max-len {args.max_len} exceeds the model's "
                       f"{model.config.max_position_embeddings} positions")
     grid = parse_grid(args.grid, args.max_len) if args.grid else None
