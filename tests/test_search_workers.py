@@ -102,10 +102,13 @@ def check_shared(entries, total, runs):
     assert len({e.run for e in entries}) == runs, "every run and worker contributed"
     assert len(entries) >= total
     # Workers overshoot only by what they could not see of each other: screened trials
-    # still in another worker's unflushed batch, and one in-flight trial per worker
-    # (how many depends on timing, so the bound is structural, not a constant).
+    # still in another worker's unflushed batch, plus per worker the trial in flight and the
+    # one started between its last count and the other's next write (count and record are
+    # not one transaction across processes). How many depends on timing, so the bound is
+    # structural, not a constant; one in-flight trial per worker alone was exceeded by one
+    # (44 recorded for 30, 11 screened) in 1 of 10 PostgreSQL runs.
     screened = sum(1 for e in entries if not e.evaluated)
-    assert len(entries) - total <= screened + runs
+    assert len(entries) - total <= screened + 2 * runs
     assert len({e.key for e in entries}) == len(entries)
 
 
