@@ -34,11 +34,13 @@ RUNS = [
 
 def collect(results: Path, machine_id: str) -> pd.DataFrame:
     mdir = results / "machines" / machine_id
-    rows = []
+    rows, tables = [], {}
     for f in sorted(mdir.glob("*-validate-*.json")):
         v = json.loads(f.read_text())
-        table = json.loads((mdir / f"{v['shape']}.json").read_text())
-        e = pd.read_csv(mdir / f"{v['shape']}.csv")
+        if v["shape"] not in tables:  # several validations share one table
+            tables[v["shape"]] = (json.loads((mdir / f"{v['shape']}.json").read_text()),
+                                  pd.read_csv(mdir / f"{v['shape']}.csv"))
+        table, e = tables[v["shape"]]
         top = int(e[(e.batch == v["batch"]) & (e.threads == v["threads"])].n.max())
         cal = table["calibration"].get(f"b{v['batch']}-t{v['threads']}", {})
         rows.append(dict(shape=v["shape"], batch=v["batch"], threads=v["threads"],

@@ -114,6 +114,18 @@ def calibrate(model: PrunedBert, pred: Predictor, s: BuildSettings, batch: int,
             "fit_max_abs_error": float(np.abs(resid).max())}
 
 
+def _calibrate_combo(model: PrunedBert, table: LatencyTable, s: BuildSettings, b: int, t: int,
+                     grid_s: float, sweeps: int) -> dict:
+    """Calibrate one (batch, threads) of ``table`` and store it with the build's cost."""
+    torch.set_num_threads(t)
+    t0 = time.perf_counter()
+    cal = calibrate(model, Predictor(table, batch=b, threads=t), s, b, grid_s)
+    cal.update(sweeps=sweeps, grid_seconds=round(grid_s, 1),
+               total_seconds=round(grid_s + time.perf_counter() - t0, 1))
+    table.calibration[f"b{b}-t{t}"] = cal
+    return cal
+
+
 def build_table(model: PrunedBert, fp: Fingerprint, results: Path, s: BuildSettings,
                 existing: LatencyTable | None = None) -> LatencyTable:
     """Measure every (batch, threads) combination missing from ``existing``; resumable.
@@ -131,8 +143,8 @@ def build_table(model: PrunedBert, fp: Fingerprint, results: Path, s: BuildSetti
         keep = ~pd.Series([(b, t) in asked for b, t in zip(entries.batch, entries.threads)],
                           index=entries.index)
         entries = entries[keep]
-        calibration = {k: v for k, v in calibration.items()
-                       if k not in {f"b{b}-t{t}" for b, t in asked}}
+        redo = {f"b{b}-t{t}" for b, t in asked}
+        calibration = {k: v for k, v in calibration.items() if k not in redo}
     table = LatencyTable(model.shape, machine, s.device, entries, grid,
                          settings={"measure": s.measure.__dict__, "max_len": s.max_len,
                                    "calibration_configs": s.calibration_configs,
@@ -174,13 +186,7 @@ def build_table(model: PrunedBert, fp: Fingerprint, results: Path, s: BuildSetti
                 log.warning("%d entries were measured while other processes used more than "
                             "%.0f%% of the CPU (flagged busy in the table)", busy,
                             s.measure.busy_threshold * 100)
-            torch.set_num_threads(t)
-            pred = Predictor(table, batch=b, threads=t)
-            cal = calibrate(model, pred, s, b, grid_s)
-            cal["sweeps"] = s.measure.sweeps_for(t)
-            cal["grid_seconds"] = round(grid_s, 1)
-            cal["total_seconds"] = round(time.perf_counter() - t0, 1)
-            table.calibration[f"b{b}-t{t}"] = cal
+            cal = _calibrate_combo(model, table, s, b, t, grid_s, s.measure.sweeps_for(t))
             log.info("b%d t%d: grid %.0fs, calibration scale %.3f offset %.3f ms (sum of parts "
                      "was %+.1f%% off)", b, t, grid_s, cal["scale"], cal["offset_ms"],
                      -cal["raw_bias"] * 100)
@@ -200,15 +206,9 @@ def recalibrate_table(model: PrunedBert, table: LatencyTable, results: Path, s: 
             if (b, t) not in table.combos():
                 raise TpError(f"the table has no batch {b} x threads {t} to recalibrate; "
                               "measure it first (drop --recalibrate)")
-            torch.set_num_threads(t)
             old = table.calibration.get(f"b{b}-t{t}", {})
-            grid_s = float(old.get("grid_seconds", 0.0))
-            t0 = time.perf_counter()
-            cal = calibrate(model, Predictor(table, batch=b, threads=t), s, b, grid_s)
-            cal["sweeps"] = old.get("sweeps", s.measure.sweeps_for(t))
-            cal["grid_seconds"] = round(grid_s, 1)
-            cal["total_seconds"] = round(grid_s + time.perf_counter() - t0, 1)
-            table.calibration[f"b{b}-t{t}"] = cal
+            cal = _calibrate_combo(model, table, s, b, t, float(old.get("grid_seconds", 0.0)),
+                                   old.get("sweeps", s.measure.sweeps_for(t)))
             log.info("b%d t%d recalibrated: scale %.3f offset %.3f ms at lengths %s", b, t,
                      cal["scale"], cal["offset_ms"], cal["lengths"])
     table.save(results)

@@ -34,7 +34,7 @@ def _sync(device: str) -> None:
 
 def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int = 50, warmup: int = 5,
                      device: str = "cpu", min_time_s: float = 0.0,
-                   on_round: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+                     on_round: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
     """Run every function once per round, round after round, so that slow drifts of the
     machine (another process, frequency) hit all of them alike; returns ms per call."""
     names = list(fns)
