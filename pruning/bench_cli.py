@@ -5,28 +5,42 @@ import argparse
 import sys
 from pathlib import Path
 
-from .bench import BenchSettings, default_max_len, run_bench
-from .checkpoint import ARCHS, from_pretrained, random_model
-from .cli_utils import add_common, dump_json, guarded, positive_int, print_table, setup_logging
+from .cli_utils import (
+    Parser,
+    add_common,
+    device,
+    dump_json,
+    guarded,
+    name_list,
+    positive_int,
+    print_table,
+    require_device,
+    setup_logging,
+)
 from .config import PruningConfig, parse_keep
 from .errors import TpError
 from .io_utils import atomic_write_text
+from .model.archs import ARCHS
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="tp-bench",
         description="Measure latency (median, p10/p90), speedup, MACs reduction (padded and "
                     "real-length baselines), accuracy and logit parity of a pruning "
-                    "configuration: Hugging Face vs our dense vs our pruned encoder, timed "
-                    "interleaved in one process.")
+                    "configuration: transformers eager vs our dense vs our pruned encoder on "
+                    "every backend (PyTorch, ONNX Runtime fp32 and int8), timed interleaved "
+                    "in one process. A deployed model directory (RUN/model) is timed with "
+                    "its own input truncation.")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--model", help="HF BERT checkpoint or tp-search model directory "
+    src.add_argument("--model", help="HF BERT-family checkpoint (bert, roberta, xlm-roberta, "
+                                     "distilbert, electra) or tp-search model directory "
                                      "(default: the bundled all-MiniLM-L6-v2)")
     src.add_argument("--arch", choices=sorted(ARCHS),
                      help="random weights of a named shape (latency only, no accuracy)")
     p.add_argument("--task", default="rotten_tomatoes",
-                   help="rotten_tomatoes, a GLUE task dir or a CSV/TSV file (default: %(default)s)")
+                   help="rotten_tomatoes, bbc_news, a GLUE task dir, a CSV/TSV file or a dir "
+                        "of train/dev CSVs (default: %(default)s)")
     how = p.add_mutually_exclusive_group()
     how.add_argument("--keep", help="topk keep fractions per layer, e.g. 1,1,0.7,0.5,0.4,0.3")
     how.add_argument("--thresholds", help="LTP thresholds per layer, e.g. 0,0.01,0.01,0.02,...")
@@ -35,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the task's max length, 128 for rotten_tomatoes)")
     p.add_argument("--batch", type=positive_int, default=1)
     p.add_argument("--threads", type=positive_int, default=1)
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", type=device, default="cpu",
+                   help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--repeats", type=positive_int, default=50, help="timed rounds")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--eval-samples", type=int, default=300,
@@ -43,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workload", choices=("fixed", "dev"), default="fixed",
                    help="fixed: inputs of exactly --seq-len real tokens; dev: real dev "
                         "batches with dynamic padding")
+    p.add_argument("--backend", type=name_list, default=None,
+                   help="runtimes to time the dense and the pruned model on, comma-separated: "
+                        "torch, ort (ONNX Runtime fp32), ort-int8 (dynamic int8 weights) "
+                        "(default: every available one)")
     p.add_argument("--no-hf", action="store_true", help="skip the Hugging Face baseline")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--out", help="also write the JSON report to this file")
@@ -58,13 +77,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import torch
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise TpError("--device cuda: no CUDA device visible to torch; use --device cpu")
+    # imported here, not at the top: they load torch, which --help does not need
+
+    from .bench import BenchSettings, default_max_len, run_bench
+    from .bench.memory import check_fits
+    from .data import task_spec
+    from .model.checkpoint import from_pretrained, random_model
+    from .runtime import available_backends, get_backend
+    from .runtime.deploy import manifest
+    require_device(args.device)
+    backends = tuple(args.backend or available_backends())
+    for b in backends:
+        get_backend(b)  # an unknown backend fails before any model is loaded
     if args.arch:
         model, task = random_model(args.arch), None
     else:
-        from .data import task_spec
         spec = task_spec(args.task)
         model, task = from_pretrained(args.model, num_labels=spec.num_labels), args.task
     if args.config:
@@ -77,16 +104,21 @@ def _run(args: argparse.Namespace) -> int:
         cfg = model.pruning
     cfg.check_shape(model.shape)
     seq_len = args.seq_len or default_max_len(task)
-    if seq_len > model.config.max_position_embeddings:
-        raise TpError(f"--seq-len {seq_len} exceeds the model's "
-                      f"{model.config.max_position_embeddings} positions")
+    if seq_len > model.config.max_len:
+        raise TpError(f"--seq-len {seq_len} exceeds the model's {model.config.max_len} "
+                      "positions")
+    check_fits(model.shape, args.batch, seq_len)
+    deployed = manifest(Path(args.model)) if args.model and Path(args.model).is_dir() else None
     s = BenchSettings(seq_len=seq_len, batch=args.batch, threads=args.threads,
                       repeats=args.repeats, warmup=args.warmup, eval_samples=args.eval_samples,
                       workload=args.workload, device=args.device, hf=not args.no_hf,
-                      seed=args.seed)
-    report = run_bench(model, cfg, task, s)
+                      seed=args.seed, backends=backends,
+                      pruned_max_len=int(deployed.get("max_len") or 0) if deployed else 0)
+    report = run_bench(model, cfg, task, s, machine_id(args.device, args.threads))
     report["model"] = args.arch or str(getattr(model, "source", args.model))
     report["task"] = task
+    if deployed:
+        report["deployment"] = deployed
     if args.out:
         atomic_write_text(Path(args.out), dump_json(report))
     if args.format == "json":
@@ -94,6 +126,15 @@ def _run(args: argparse.Namespace) -> int:
     else:
         print_table(table_rows(report))
     return 0
+
+
+def machine_id(device: str, threads: int) -> str | None:
+    """The profiler's machine id, recorded in the report (informative, never fatal)."""
+    try:
+        from profiler.fingerprint import fingerprint  # entry point: may wire any layer
+        return fingerprint(device=device, threads=threads).machine_id
+    except Exception:  # py-cpuinfo can fail in odd containers
+        return None
 
 
 def table_rows(r: dict) -> list[tuple[str, str]]:
@@ -119,8 +160,17 @@ def table_rows(r: dict) -> list[tuple[str, str]]:
         a = r["accuracy"]
         rows.append((f"dev {a['metric']}", f"dense {a['dense']:.4f}, pruned {a['pruned']:.4f} "
                                            f"(n={a['eval_samples']})"))
+        for b, v in a.get("by_backend", {}).items():
+            rows.append((f"dev {a['metric']} {b}", f"dense {v['dense']:.4f}, pruned "
+                                                   f"{v['pruned']:.4f}"))
     if "max_logit_diff_vs_hf" in r:
         rows.append(("max |logit - HF|", f"{r['max_logit_diff_vs_hf']:.2e}"))
+    for k, v in r.get("max_logit_diff_ort_vs_torch", {}).items():
+        rows.append((f"max |logit ort - torch| {k}", f"{v:.2e}"))
+    if "deployment" in r:
+        d = r["deployment"]
+        rows.append(("deployed on", f"{d['backend']} (inputs truncated to "
+                                    f"{d.get('max_len') or 'the model maximum'})"))
     return rows
 
 

@@ -4,12 +4,41 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
-from .errors import EXIT_INTERRUPTED, TpError
+from .errors import EXIT_INTERRUPTED, EXIT_USAGE, TpError
 
 log = logging.getLogger("tp")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line: the problem, and where to read more."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def device(text: str) -> str:
+    """``--device``: cpu, cuda or cuda:N (checked for availability when the command runs)."""
+    d = text.strip().lower()
+    if d == "cpu" or re.fullmatch(r"cuda(:\d+)?", d):
+        return d
+    raise argparse.ArgumentTypeError(f"unknown device {text!r}: use cpu, cuda or cuda:N")
+
+
+def require_device(name: str) -> None:
+    """Refuse a CUDA device torch cannot see, before any model is built on it."""
+    if not name.startswith("cuda"):
+        return
+    import torch  # at run time only: CLI modules stay torch-free for --help
+    if not torch.cuda.is_available():
+        raise TpError(f"--device {name}: no CUDA device visible to torch; use --device cpu")
+    index = int(name.split(":")[1]) if ":" in name else 0
+    if index >= torch.cuda.device_count():
+        raise TpError(f"--device {name}: torch sees {torch.cuda.device_count()} CUDA "
+                      "device(s); pick one of them")
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -55,6 +84,14 @@ def int_list(text: str) -> list[int]:
     if not vals or min(vals) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
     return vals
+
+
+def name_list(text: str) -> list[str]:
+    """A comma-separated list of names, e.g. ``--backend torch,ort``."""
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected one or more names, comma-separated")
+    return names
 
 
 def dump_json(obj: Any) -> str:

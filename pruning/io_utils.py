@@ -43,3 +43,17 @@ def atomic_path(path: Path) -> Iterator[Path]:
             os.replace(target, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def atomic_save_figure(fig: "object", path: Path, dpi: int = 120) -> None:
+    """``fig.savefig`` to a unique temporary name, then rename: two writers of the same
+    report never leave a torn PNG."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)

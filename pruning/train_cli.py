@@ -21,7 +21,16 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
-from .cli_utils import add_common, guarded, positive_int, print_table, setup_logging
+from .cli_utils import (
+    Parser,
+    add_common,
+    device,
+    guarded,
+    positive_int,
+    print_table,
+    require_device,
+    setup_logging,
+)
 from .errors import TpError
 
 METHODS = ("top", "ltp")
@@ -33,7 +42,8 @@ def _defaults(cls: type) -> dict[str, Any]:
 
 def _training_flags(p: argparse.ArgumentParser, d: dict[str, Any]) -> None:
     g = p.add_argument_group("training")
-    g.add_argument("--task", help="rotten_tomatoes, a GLUE task dir or a CSV/TSV file "
+    g.add_argument("--task", help="rotten_tomatoes, bbc_news, a GLUE task dir, a CSV/TSV file "
+                                  "or a dir of train/dev CSVs "
                                   f"(default: {d['task']})")
     g.add_argument("--out", help="output directory (default: runs/<task>/<stage>)")
     g.add_argument("--epochs", type=float, help=f"passes over the training set (default: "
@@ -51,7 +61,7 @@ def _training_flags(p: argparse.ArgumentParser, d: dict[str, Any]) -> None:
                    default=None, help="also train the word embeddings (frozen by default: "
                                       "faster on CPU)")
     g.add_argument("--seed", type=int, help=f"default: {d['seed']}")
-    g.add_argument("--device", help="cpu or cuda (default: cpu)")
+    g.add_argument("--device", type=device, help="cpu, cuda or cuda:N (default: cpu)")
     g.add_argument("--train-threads", type=positive_int,
                    help="torch threads for training (default: torch's choice; use fewer when "
                         "the cores are shared, oversubscription is much slower)")
@@ -100,8 +110,8 @@ def int_list_or_zero(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .train import DistillSettings, FinetuneSettings, LtpSettings, TopSettings
-    p = argparse.ArgumentParser(
+    from .train.settings import DistillSettings, FinetuneSettings, LtpSettings, TopSettings
+    p = Parser(
         prog="tp-train", description=__doc__.split("\n\n")[0],
         epilog="Exit codes: 0 ok, 1 bad input, 2 usage, 3 latency target infeasible, "
                "130 interrupted (rerun to resume).",
@@ -110,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = _defaults(FinetuneSettings)
     ft = sub.add_parser("finetune", help="fine-tune the dense model (the teacher)")
-    ft.add_argument("--model", help="BERT checkpoint directory (default: bundled "
+    ft.add_argument("--model", help="BERT-family checkpoint directory (default: bundled "
                                     "all-MiniLM-L6-v2, fresh classification head)")
     _training_flags(ft, d)
 
@@ -183,12 +193,32 @@ def main(argv: list[str] | None = None) -> int:
     return guarded("tp-train", lambda: _run(args))
 
 
+def latency_model(s: Any) -> Any:
+    """The latency predictor for the stage's model (this machine's table, or --machine's);
+    None when there is none and the stage does not need one (metrics then go without)."""
+    from profiler import load_predictor  # entry point: wires the profiler into training
+
+    from .model.checkpoint import checkpoint_config
+    from .train.settings import resolve_model_arg
+    shape = checkpoint_config(resolve_model_arg(s.model, "--model")).shape
+    try:
+        return load_predictor(shape, device=s.device, machine=s.machine, threads=s.threads,
+                              batch=1, results=s.results)
+    except TpError:
+        if getattr(s, "latency_ms", None) is not None:
+            raise
+        return None
+
+
 def _run(args: argparse.Namespace) -> int:
-    from . import train
+    from . import train  # imports torch: not needed for --help
+    require_device(args.device or "cpu")
     if args.stage == "finetune":
-        out = train.finetune(_settings(train.FinetuneSettings, args))
+        s = _settings(train.FinetuneSettings, args)
+        out = train.finetune(s, latency_model(s))
     elif args.stage == "distill":
-        out = train.distill(_settings(train.DistillSettings, args))
+        s = _settings(train.DistillSettings, args)
+        out = train.distill(s, latency_model(s))
     else:
         method = args.method.lower()
         if method not in METHODS:
@@ -204,9 +234,11 @@ def _run(args: argparse.Namespace) -> int:
         if wrong:
             raise TpError(f"--{wrong[0].replace('_', '-')} does not apply to --method {method}")
         if method == "top":
-            out = train.prune_top(_settings(train.TopSettings, args))
+            s = _settings(train.TopSettings, args)
+            out = train.prune_top(s, latency_model(s) if s.model else None)
         else:
-            out = train.prune_ltp(_settings(train.LtpSettings, args))
+            s = _settings(train.LtpSettings, args)
+            out = train.prune_ltp(s, latency_model(s) if s.model else None)
     _report(Path(out))
     return 0
 

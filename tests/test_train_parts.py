@@ -6,11 +6,10 @@ from scipy.stats import kendalltau, spearmanr
 
 import pruning
 from pruning import ForwardInfo, ModelShape, PruningConfig
-from pruning.checkpoint import init_weights
-from pruning.encoder import importance
+from pruning.model.checkpoint import init_weights
+from pruning.model.keep import importance
 from pruning.testing import make_tiny_checkpoint, random_sentences
-from pruning.train.forward import (soft_importance, threshold_keep_fns, topk_keep_fns,
-                                   train_forward)
+from pruning.train.forward import soft_importance, threshold_keep_fns, topk_keep_fns, train_forward
 from pruning.train.gates import HardConcrete, graded_log_alpha
 from pruning.train.ranking import IGNORE, lambda_loss, teacher_relevance
 from pruning.train.top import TopGates, config_sparsity, macs_cost
@@ -210,3 +209,27 @@ def test_hard_export_rounds_up_where_rounding_loses_most():
     assert plain.keep[1] == pytest.approx(0.7)  # 3 bins closed (3.3 rounded)
     up = gates.export(shape, round_up=frozenset({1}))
     assert up.keep[1] == pytest.approx(0.6) and up.keep[2] == pytest.approx(0.6 * 0.5)
+
+
+def test_teacher_cache_gives_the_per_step_targets(tmp_path):
+    """Cached teacher outputs (one pass over the training set) equal the teacher's forward
+    pass in a training batch: same logits, same ranking relevance."""
+    from pruning.data import Split, TaskSpec, batches
+    from pruning.train.distillation import RankingDistiller
+    from pruning.train.teacher_cache import TeacherCache
+    ckpt = make_tiny_checkpoint(tmp_path / "t", layers=3)
+    teacher = pruning.from_pretrained(ckpt).eval()
+    texts = random_sentences(40, seed=5, min_words=2, max_words=25)
+    split = Split(texts, None, [i % 2 for i in range(40)], TaskSpec("t", ("text",), "label", 2,
+                                                                  "accuracy"))
+    path = tmp_path / "cache.pt"
+    cache = TeacherCache.build(teacher, split, 32, batch_size=7, path=path, progress=False)
+    assert path.is_file() and TeacherCache.build(teacher, split, 32, path=path).logits.equal(
+        cache.logits)  # loaded, not recomputed
+    plain = RankingDistiller(teacher, (1,), 5, 2.0, False)
+    cached = RankingDistiller(teacher, (1,), 5, 2.0, False, cache)
+    for b in batches(teacher.tokenizer, split, 32, 8, shuffle=True, seed=3):
+        lp, rp = plain.targets(b)
+        lc, rc = cached.targets(b)
+        assert (lp - lc).abs().max() <= 1e-5
+        assert torch.equal(rp, rc)

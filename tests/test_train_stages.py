@@ -7,14 +7,22 @@ import pytest
 import torch
 
 import pruning
+from profiler.testing import fake_fingerprint, synthetic_table
 from pruning import PruningConfig, TpError
 from pruning.data import load_task, real_lengths
-from pruning.encoder import ForwardInfo
+from pruning.model.encoder import ForwardInfo
 from pruning.testing import make_tiny_checkpoint, random_sentences
-from pruning.train import (DistillSettings, FinetuneSettings, LtpSettings, TopSettings,
-                           distill, finetune, prune_ltp, prune_top)
-from pruning.train import loop
-from profiler.testing import fake_fingerprint, synthetic_table
+from pruning.train import (
+    DistillSettings,
+    FinetuneSettings,
+    LtpSettings,
+    TopSettings,
+    distill,
+    finetune,
+    loop,
+    prune_ltp,
+    prune_top,
+)
 
 FAST = dict(batch_size=8, max_len=32, progress=False)
 
@@ -148,7 +156,7 @@ def test_top_gates_reach_a_latency_target(tmp_path, pipeline):
     from profiler import Predictor
     pred = Predictor(table)
     dense = pred.dense(32)
-    out = prune_top(TopSettings(out=str(tmp_path / "lat"), latency_ms=0.65 * dense, **common))
+    out = prune_top(TopSettings(out=str(tmp_path / "lat"), latency_ms=0.65 * dense, **common), pred)
     m = read_metrics(out)
     assert m["top"]["constraint"] == "latency"
     assert m["top"]["start_sparsity"] < 0.2
@@ -156,7 +164,7 @@ def test_top_gates_reach_a_latency_target(tmp_path, pipeline):
     assert abs(m["top"]["expected_sparsity"] - m["top"]["target_sparsity"]) < 0.02
     assert m["latency"]["machine"] == table.machine_id and m["latency"]["speedup"] > 1.3
     with pytest.raises(pruning.InfeasibleError):
-        prune_top(TopSettings(out=str(tmp_path / "inf"), latency_ms=1e-6 * dense, **common))
+        prune_top(TopSettings(out=str(tmp_path / "inf"), latency_ms=1e-6 * dense, **common), pred)
 
 
 def test_ltp_learns_thresholds_with_per_example_lengths(tmp_path, pipeline):
@@ -195,7 +203,7 @@ def test_ltp_latency_calibration_meets_the_target(tmp_path, pipeline):
     out = prune_ltp(LtpSettings(
         teacher=str(pipeline["ft"]), model=str(pipeline["ds"]), task=pipeline["task"],
         out=str(tmp_path / "ltp"), max_steps=8, latency_ms=0.7 * dense,
-        calib_samples=32, **FAST), predictor=pred)
+        calib_samples=32, **FAST), latency=pred)
     m = read_metrics(out)
     cal = m["ltp"]["calibration"]
     assert cal["dense_ms"] == pytest.approx(dense)

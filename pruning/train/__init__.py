@@ -1,14 +1,14 @@
 """Training stages of tp-search: fine-tune -> ranking distillation -> ToP or LTP pruning.
 
-Each stage function takes a settings dataclass and returns its output directory, which
-holds ``model/`` (a model directory the encoder, tp-bench and the next stage load) and
-``metrics.json``. Stages resume from their checkpoint and are skipped once finished.
+Each stage function takes a settings dataclass (``settings.py``, torch-free) and returns its
+output directory, which holds ``model/`` (a model directory the encoder, tp-bench and the
+next stage load) and ``metrics.json``. Stages resume from their checkpoint and are skipped
+once finished. A stage constrained by latency takes a ``LatencyModel`` from its caller.
 """
-from .distill import DistillSettings, distill
-from .finetune import FinetuneSettings, finetune
-from .loop import TrainSettings
-from .ltp import LtpSettings, prune_ltp
-from .top import TopSettings, prune_top
+from pruning.lazy import lazy_exports
 
-__all__ = ["DistillSettings", "FinetuneSettings", "LtpSettings", "TopSettings",
-           "TrainSettings", "distill", "finetune", "prune_ltp", "prune_top"]
+__getattr__, __all__ = lazy_exports(__name__, {
+    "DistillSettings": "settings", "FinetuneSettings": "settings", "LtpSettings": "settings",
+    "TopSettings": "settings", "TrainSettings": "settings", "LatencyModel": "latency",
+    "distill": "distillation", "finetune": "finetuning", "prune_ltp": "ltp", "prune_top": "top",
+})

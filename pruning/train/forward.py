@@ -1,6 +1,6 @@
 """The training forward pass: token pruning by *masking* instead of gathering.
 
-The inference encoder (``pruning.encoder``) physically drops tokens. Training needs soft,
+The inference encoder (``pruning.model.encoder``) physically drops tokens. Training needs soft,
 differentiable decisions, so here every token stays in the tensor and a keep mask
 ``m`` in [0, 1] per token does the dropping, as both reference implementations train:
 a dropped token is masked out as an attention *key* (weight ``m`` on its softmax term,
@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import PruningConfig
-from ..encoder import Layer, PrunedBert, importance
+from ..model.encoder import Layer, PrunedBert
+from ..model.keep import importance
 
 # keep factor of a pruning layer: (scores [B, N], mask entering the layer [B, N]) -> [B, N]
 KeepFn = Callable[[Tensor, Tensor], Tensor]
@@ -99,8 +100,7 @@ def train_forward(model: PrunedBert, batch: Mapping[str, Tensor],
             m = m * f
             x = x * m[..., None]
         out.keep.append(m)
-    pooled = torch.tanh(model.pooler(x[:, 0]))
-    out.logits = model.classifier(model.drop(pooled))
+    out.logits = model.classify(x)
     return out
 
 

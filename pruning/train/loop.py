@@ -18,12 +18,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import random
 import shutil
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -33,178 +30,22 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from ..checkpoint import from_pretrained, save
+from ..bench.accuracy import EvalResult, evaluate
 from ..config import PruningConfig
-from ..data import Split, TaskSpec, batches, load_task, task_spec
-from ..encoder import PrunedBert
+from ..data import batches
 from ..errors import TpError
-from ..evaluate import EvalResult, evaluate
 from ..io_utils import atomic_write_text
+from ..model.checkpoint import save
+from .inputs import Data, check_settings, load_data, stage_out
+from .latency import LatencyModel, predicted_latency
+from .settings import CHECKPOINT, METRICS, MODEL, TrainSettings, finished
+from .stage import Stage, StepResult, to_device
+from .state import atomic_torch_save, rng_state, seed_everything, set_rng_state
 
 log = logging.getLogger("tp.train")
 
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.json"
-MODEL = "model"
-# Settings that do not change what is computed: a resumed run may differ in these.
-RUN_ONLY = ("out", "force", "progress", "device", "checkpoint_every", "train_threads")
-
 # Called after every optimizer step with the step count (tests use it to interrupt a run).
 STEP_HOOK: Callable[[int], None] | None = None
-
-
-@dataclass
-class TrainSettings:
-    """Hyperparameters shared by all stages; every field is recorded in metrics.json."""
-
-    model: str | None = None  # checkpoint to start from (None: bundled all-MiniLM-L6-v2)
-    task: str = "rotten_tomatoes"
-    out: str | None = None  # default: runs/<task>/<stage>
-    epochs: float = 1.0
-    max_steps: int | None = None  # overrides epochs
-    lr: float = 5e-5
-    batch_size: int = 32
-    seed: int = 0
-    device: str = "cpu"
-    train_threads: int | None = None  # torch threads for training (default: torch's choice)
-    max_len: int | None = None  # default: the task's max length
-    warmup_ratio: float = 0.06  # LR warm-up, fraction of the steps
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    freeze_word_embeddings: bool = True  # ~20% faster CPU steps, no measurable accuracy cost
-    checkpoint_every: int = 200
-    eval_samples: int = 0  # dev examples for epoch-end and final evaluation (0 = all)
-    force: bool = False
-    progress: bool = True
-    # latency table used for the constraint (prune stages) and the predicted-latency metric
-    machine: str | None = None
-    results: str | None = None
-    threads: int = 1
-    seq_len: int | None = None  # workload length for latency (default: max_len)
-
-    def signature(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k not in RUN_ONLY}
-
-
-@dataclass
-class StepResult:
-    loss: Tensor
-    logits: Tensor
-    logs: dict[str, float] = field(default_factory=dict)
-
-
-class Stage:
-    """One training method. Subclasses set ``model`` and implement ``step``."""
-
-    name = "stage"
-    model: PrunedBert
-
-    def extra(self) -> nn.Module | None:
-        """Trainable modules besides the model (gates, thresholds), checkpointed with it."""
-        return None
-
-    def param_groups(self) -> list[dict[str, Any]]:
-        """Extra optimizer groups; ``"scheduled": False`` keeps their LR constant."""
-        return []
-
-    def step(self, batch: dict[str, Tensor], step: int, total: int) -> StepResult:
-        raise NotImplementedError
-
-    def after_update(self, step: int) -> None:
-        """Called right after each optimizer step (e.g. dual ascent on multipliers)."""
-
-    def pruning_config(self) -> PruningConfig:
-        """The configuration the model runs with at inference (evaluation and export)."""
-        return PruningConfig.dense(self.model.shape)
-
-    def state(self) -> dict[str, Any]:
-        """Non-module state to checkpoint (phase flags ...)."""
-        return {}
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        pass
-
-    def extra_metrics(self) -> dict[str, Any]:
-        return {}
-
-
-# --------------------------------------------------------------------------- helpers
-
-def stage_out(settings: TrainSettings, stage: str) -> Path:
-    if settings.out:
-        return Path(settings.out)
-    return Path("runs") / task_spec(settings.task).name / stage
-
-
-def finished(out: Path) -> bool:
-    return (out / METRICS).is_file() and (out / MODEL / "config.json").is_file()
-
-
-def resolve_model_arg(path: str | None, what: str) -> str | None:
-    """Accept a stage directory (``runs/x/finetune``) where a model directory is expected."""
-    if path is None:
-        return None
-    p = Path(path)
-    if not p.exists():
-        raise TpError(f"{what} {path}: directory not found")
-    if not (p / "config.json").is_file() and (p / MODEL / "config.json").is_file():
-        return str(p / MODEL)
-    if p.is_dir() and not (p / "config.json").is_file() and (p / CHECKPOINT).is_file():
-        raise TpError(f"{what} {path}: that stage has not finished (only a checkpoint); rerun "
-                      "it to completion first")
-    return str(p)
-
-
-def load_model(path: str | None, spec: TaskSpec, what: str = "--model") -> PrunedBert:
-    return from_pretrained(resolve_model_arg(path, what), num_labels=spec.num_labels)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict[str, Any]:
-    st = {"python": random.getstate(), "numpy": np.random.get_state(),
-          "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
-
-
-def set_rng_state(st: dict[str, Any]) -> None:
-    random.setstate(st["python"])
-    np.random.set_state(st["numpy"])
-    torch.set_rng_state(st["torch"].cpu())
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([t.cpu() for t in st["cuda"]])
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def kd_loss(student: Tensor, teacher: Tensor, temperature: float, regression: bool) -> Tensor:
-    """Logit distillation: KL at temperature T scaled by T^2 (MSE for regression)."""
-    if regression:
-        return nn.functional.mse_loss(student, teacher)
-    T = temperature
-    return nn.functional.kl_div(nn.functional.log_softmax(student / T, -1),
-                                nn.functional.softmax(teacher / T, -1),
-                                reduction="batchmean") * T * T
-
-
-def to_device(batch: dict[str, Tensor], device: str) -> dict[str, Tensor]:
-    return {k: v.to(device) for k, v in batch.items()}
 
 
 def _linear_schedule(warmup: int, total: int) -> Callable[[int], float]:
@@ -214,8 +55,6 @@ def _linear_schedule(warmup: int, total: int) -> Callable[[int], float]:
         return max(0.0, (total - step) / max(1, total - warmup))
     return f
 
-
-# --------------------------------------------------------------------------- the loop
 
 class _Running:
     """Running loss (EMA) and training accuracy for the progress bar."""
@@ -242,22 +81,6 @@ class _Running:
         return post
 
 
-@dataclass
-class Data:
-    spec: TaskSpec
-    train: Split
-    dev: Split
-    max_len: int
-
-
-def load_data(settings: TrainSettings) -> Data:
-    spec = task_spec(settings.task)
-    train, dev = load_task(settings.task, "train"), load_task(settings.task, "dev")
-    if settings.eval_samples:
-        dev = dev.subset(settings.eval_samples, seed=0)
-    return Data(spec, train, dev, settings.max_len or spec.max_len)
-
-
 class Trainer:
     """Runs one stage to completion in ``out``, resuming from its checkpoint if present."""
 
@@ -267,7 +90,7 @@ class Trainer:
         self.tok = self.model.tokenizer
         if self.tok is None:
             raise TpError("the model has no tokenizer; train from a checkpoint directory")
-        limit = self.model.config.max_position_embeddings
+        limit = self.model.config.max_len
         if data.max_len > limit:
             raise TpError(f"max_len {data.max_len} exceeds the model's {limit} position "
                           f"embeddings: pass --max-len {limit} or less")
@@ -408,14 +231,15 @@ class Trainer:
         log.info("%s: epoch %d dev %s %.4f", self.stage.name, epoch + 1, r.primary, r.score)
 
     # ---- outputs -------------------------------------------------------------------
-    def finish(self, extra_settings: dict[str, Any]) -> dict[str, Any]:
+    def finish(self, extra_settings: dict[str, Any], latency: LatencyModel | None = None
+               ) -> dict[str, Any]:
         cfg = self.stage.pruning_config()
         self.model.eval()
         self.model.set_pruning(cfg)
         r = evaluate(self.model, self.data.dev, self.data.max_len, batch_size=64,
                      pruning=cfg, device=self.s.device, progress=self.s.progress)
         metrics = build_metrics(self.stage, self.s, self.data, r, cfg, self.total,
-                                self.steps_per_epoch, self.train_time)
+                                self.steps_per_epoch, self.train_time, latency)
         metrics.update(self.stage.extra_metrics())
         metrics["settings"].update(extra_settings)
         self.model.to("cpu")
@@ -430,8 +254,8 @@ class Trainer:
 
 
 def build_metrics(stage: Stage, s: TrainSettings, data: Data, r: EvalResult,
-                  cfg: PruningConfig, total: int, steps_per_epoch: int, train_time: float
-                  ) -> dict[str, Any]:
+                  cfg: PruningConfig, total: int, steps_per_epoch: int, train_time: float,
+                  latency: LatencyModel | None = None) -> dict[str, Any]:
     kept = np.array(r.kept, dtype=float) if r.kept else np.zeros((0, 0))
     m: dict[str, Any] = {
         "stage": stage.name, "task": data.spec.name, "metric": r.metrics,
@@ -444,50 +268,19 @@ def build_metrics(stage: Stage, s: TrainSettings, data: Data, r: EvalResult,
         "seed": s.seed, "settings": asdict(s),
         "environment": {"torch": torch.__version__, "threads": torch.get_num_threads()},
     }
-    lat = predicted_latency(cfg, r, s, data.max_len)
+    lat = predicted_latency(cfg, r, latency, s.threads, s.seq_len or data.max_len)
     if lat:
         m["latency"] = lat
     return m
 
 
-def load_predictor_or_none(shape, s: TrainSettings):
-    """This machine's latency predictor, or None when no table exists (skipped silently)."""
-    try:
-        from profiler import load_predictor
-        return load_predictor(shape, device=s.device, machine=s.machine, threads=s.threads,
-                              batch=1, results=s.results)
-    except TpError as e:
-        log.debug("no predicted latency: %s", e)
-        return None
-
-
-def predicted_latency(cfg: PruningConfig, r: EvalResult, s: TrainSettings, max_len: int
-                      ) -> dict[str, Any] | None:
-    pred = load_predictor_or_none(cfg.shape, s)
-    if pred is None:
-        return None
-    try:
-        L = cfg.shape.num_layers
-        prunes = [cfg.prunes_at(l) for l in range(L)]
-        dense = [pred.predict_counts(n, [n] * L, [False] * L) for n in r.lengths]
-        mine = [pred.predict_counts(n, k, prunes) for n, k in zip(r.lengths, r.kept)]
-        out: dict[str, Any] = {"machine": pred.machine_id, "batch": 1, "threads": s.threads,
-                               "dev_mean_ms": float(np.mean(mine)),
-                               "dev_mean_dense_ms": float(np.mean(dense))}
-        out["dev_speedup"] = out["dev_mean_dense_ms"] / out["dev_mean_ms"]
-        if cfg.policy != "threshold":
-            n = s.seq_len or max_len
-            out.update(seq_len=n, ms=pred.predict(cfg, n), dense_ms=pred.dense(n))
-            out["speedup"] = out["dense_ms"] / out["ms"]
-        return out
-    except TpError as e:
-        log.debug("no predicted latency: %s", e)
-        return None
-
-
 def run_stage(make_stage: Callable[[Data], Stage], settings: TrainSettings, stage_name: str,
-              extra_settings: dict[str, Any] | None = None) -> Path:
-    """Build the stage (unless already finished), train it, write its outputs; return ``out``."""
+              extra_settings: dict[str, Any] | None = None,
+              latency: LatencyModel | None = None) -> Path:
+    """Build the stage (unless already finished), train it, write its outputs; return ``out``.
+
+    ``latency`` (optional) adds the final model's predicted latency to metrics.json.
+    """
     out = stage_out(settings, stage_name)
     if finished(out) and not settings.force:
         log.info("%s: %s already finished; reusing it (--force retrains)", stage_name, out)
@@ -497,16 +290,16 @@ def run_stage(make_stage: Callable[[Data], Stage], settings: TrainSettings, stag
         (out / CHECKPOINT).unlink(missing_ok=True)
         (out / METRICS).unlink(missing_ok=True)
         shutil.rmtree(out / MODEL, ignore_errors=True)
-    _check_settings(settings)
+    check_settings(settings)
     if settings.train_threads:
         torch.set_num_threads(settings.train_threads)
     data = load_data(settings)
     seed_everything(settings.seed)  # fresh heads and gates are initialised reproducibly
     stage = make_stage(data)
+    trainer = Trainer(stage, settings, data, out)  # checks settings against the model
     out.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(stage, settings, data, out)
     trainer.train()
-    trainer.finish(extra_settings or {})
+    trainer.finish(extra_settings or {}, latency)
     return out
 
 
@@ -524,17 +317,3 @@ def _warn_if_settings_differ(out: Path, settings: TrainSettings, stage_name: str
 
 def _jsonable(v: Any) -> Any:
     return list(v) if isinstance(v, tuple) else v
-
-
-def _check_settings(s: TrainSettings) -> None:
-    if s.device.startswith("cuda") and not torch.cuda.is_available():
-        raise TpError("--device cuda: no CUDA device visible to torch; use --device cpu")
-    for name in ("epochs", "lr", "batch_size"):
-        if getattr(s, name) <= 0:
-            raise TpError(f"--{name.replace('_', '-')} must be positive, got {getattr(s, name)}")
-    if s.max_steps is not None and s.max_steps < 1:
-        raise TpError(f"--max-steps must be positive, got {s.max_steps}")
-
-
-def settings_fields(cls: type) -> list[str]:
-    return [f.name for f in fields(cls)]

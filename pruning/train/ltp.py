@@ -22,7 +22,6 @@ produces, meets the target.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,32 +29,22 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..bench.accuracy import evaluate
 from ..config import PruningConfig
 from ..data import real_lengths
-from ..encoder import PrunedBert
 from ..errors import InfeasibleError, TpError
-from ..evaluate import evaluate
-from .distill import check_pair, load_teacher
+from ..model.encoder import PrunedBert
+from .distillation import check_pair, load_teacher
 from .forward import threshold_keep_fns, train_forward
-from .loop import (Data, Stage, StepResult, TrainSettings, kd_loss, load_model,
-                   load_predictor_or_none, run_stage)
+from .inputs import Data, load_model
+from .latency import LatencyModel, require
+from .loop import run_stage
+from .settings import LtpSettings
+from .stage import Stage, StepResult, kd_loss
 
 log = logging.getLogger("tp.train")
 
 MAX_THRESHOLD = 0.999  # the configuration format needs thresholds < 1
-
-
-@dataclass
-class LtpSettings(TrainSettings):
-    teacher: str | None = None
-    temperature: float = 2.0  # logit distillation temperature
-    reg_lambda: float = 0.05  # lambda of the keep-mask regulariser
-    mask_temperature: float | None = None  # T (default 0.125 / mean train length)
-    final_threshold: float | None = None  # theta_final at init (default 0.5 / mean length)
-    threshold_lr: float | None = None  # (default 0.01 / mean length per step)
-    soft_fraction: float = 0.5  # fraction of the steps in the soft phase
-    latency_ms: float | None = None
-    calib_samples: int = 256  # dev examples for the latency calibration
 
 
 class Thresholds(nn.Module):
@@ -185,10 +174,10 @@ def calibrate(model: PrunedBert, th: Thresholds, data: Data, s: LtpSettings,
             "dense_ms": latency(0.0), "dev_examples": len(dev)}
 
 
-def prune_ltp(settings: LtpSettings, predictor: Any = None) -> Path:
+def prune_ltp(settings: LtpSettings, latency: LatencyModel | None = None) -> Path:
     """LTP soft/hard training of ``settings.model`` with logit distillation from the teacher.
 
-    ``predictor`` (a ``profiler.Predictor``) overrides the table lookup for --latency-ms.
+    ``latency`` (e.g. a ``profiler.Predictor``) is required with ``settings.latency_ms``.
     """
     s = settings
     if s.teacher is None:
@@ -208,14 +197,8 @@ def prune_ltp(settings: LtpSettings, predictor: Any = None) -> Path:
         student = load_model(s.model, data.spec)
         teacher = load_teacher(s.teacher, data, s.device)
         check_pair(teacher, student)
-        pred = None
-        if s.latency_ms is not None:
-            pred = predictor or load_predictor_or_none(student.shape, s)
-            if pred is None:
-                from profiler import load_predictor  # re-raise the lookup's own message
-                pred = load_predictor(student.shape, device=s.device, machine=s.machine,
-                                      threads=s.threads, batch=1, results=s.results)
+        pred = None if s.latency_ms is None else require(latency, "--latency-ms")
         lengths = real_lengths(student.tokenizer, data.train, data.max_len)
         scale = 1.0 / float(np.mean(lengths))
         return LtpStage(student, teacher, s, data, scale, pred)
-    return run_stage(make, s, "prune-ltp")
+    return run_stage(make, s, "prune-ltp", latency=latency)

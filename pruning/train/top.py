@@ -20,7 +20,6 @@ ones, because the encoder keeps the best-ranked tokens.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,31 +27,28 @@ import torch
 from torch import Tensor, nn
 
 from ..config import ModelShape, PruningConfig
-from ..encoder import PrunedBert
 from ..errors import InfeasibleError, TpError
 from ..macs import dense_macs
-from .distill import (DistillSettings, RankingDistiller, check_pair, check_rank_layers,
-                      default_rank_layers, load_teacher)
+from ..model.encoder import PrunedBert
+from .distillation import (
+    RankingDistiller,
+    check_pair,
+    check_rank_layers,
+    default_rank_layers,
+    load_teacher,
+    teacher_outputs,
+)
 from .forward import KeepFn, ranks, train_forward
 from .gates import HardConcrete, graded_log_alpha
-from .loop import (Data, Stage, StepResult, load_model, load_predictor_or_none, run_stage)
+from .inputs import Data, load_model
+from .latency import LatencyModel, require
+from .loop import run_stage
+from .settings import TopSettings
+from .stage import Stage, StepResult
 
 log = logging.getLogger("tp.train")
 
 MIN_KEEP = 1e-6  # a layer whose bins all close keeps only CLS
-
-
-@dataclass
-class TopSettings(DistillSettings):
-    config: str | None = None  # the searched topk configuration (best_config.json)
-    bins: int = 20  # token gates per layer
-    latency_ms: float | None = None  # constrain predicted latency at seq_len instead of MACs
-    target_sparsity: float | None = None  # MACs sparsity target (default: the config's)
-    target_warmup: float = 0.5  # fraction of steps over which t ramps and alpha decays
-    gate_lr: float = 0.05
-    lambda_lr: float = 1.0  # dual ascent step on the multipliers
-    penalty: float = 10.0  # initial l2 (quadratic multiplier), damps the constraint
-    rank_decay: float = 0.01  # alpha ends at this fraction of rank_weight
 
 
 # --------------------------------------------------------------------------- gates
@@ -287,10 +283,11 @@ def load_topk_config(path: str | None, shape: ModelShape) -> PruningConfig:
     return cfg
 
 
-def prune_top(settings: TopSettings, predictor: Any = None) -> Path:
+def prune_top(settings: TopSettings, latency: LatencyModel | None = None) -> Path:
     """Train ToP gates from ``settings.config`` on the distilled student; export topk.
 
-    ``predictor`` (a ``profiler.Predictor``) overrides the table lookup for --latency-ms.
+    ``latency`` (e.g. a ``profiler.Predictor``) is required with ``settings.latency_ms``: the
+    constraint is the latency it predicts.
     """
     s = settings
     if s.teacher is None:
@@ -313,14 +310,11 @@ def prune_top(settings: TopSettings, predictor: Any = None) -> Path:
         check_pair(teacher, student)
         L = student.config.num_layers
         layers = check_rank_layers(s.rank_layers or default_rank_layers(L), L)
-        d = RankingDistiller(teacher, layers, s.rank_k, s.temperature, data.spec.is_regression)
+        d = RankingDistiller(teacher, layers, s.rank_k, s.temperature, data.spec.is_regression,
+                             teacher_outputs(teacher, s.teacher, data, s))
         n = s.seq_len or data.max_len
         if s.latency_ms is not None:
-            pred = predictor or load_predictor_or_none(student.shape, s)
-            if pred is None:
-                from profiler import load_predictor  # re-raise the lookup's own message
-                pred = load_predictor(student.shape, device=s.device, machine=s.machine,
-                                      threads=s.threads, batch=1, results=s.results)
+            pred = require(latency, "--latency-ms")
             cost, kind = latency_cost(pred, n), "latency"
             target = latency_target(pred, n, s.latency_ms, L)
         else:
@@ -330,7 +324,7 @@ def prune_top(settings: TopSettings, predictor: Any = None) -> Path:
         log.info("prune-top: %s sparsity target %.3f at %d tokens (configuration: %.3f)",
                  kind, target, n, config_sparsity(cost, cfg))
         return TopStage(student, d, cfg, s, cost, target, kind)
-    return run_stage(make, s, "prune-top")
+    return run_stage(make, s, "prune-top", latency=latency)
 
 
 def latency_target(pred: Any, n: int, latency_ms: float, L: int) -> float:

@@ -18,7 +18,6 @@ keep accuracy.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -26,25 +25,18 @@ import torch
 from torch import Tensor
 
 from ..config import PruningConfig
-from ..encoder import PrunedBert
 from ..errors import TpError
+from ..model.encoder import PrunedBert
 from .forward import TrainOutput, topk_keep_fns, train_forward
-from .loop import Data, Stage, StepResult, TrainSettings, kd_loss, load_model, run_stage
+from .inputs import Data, load_model
+from .latency import LatencyModel
+from .loop import run_stage
 from .ranking import IGNORE, lambda_loss, teacher_relevance
+from .settings import DistillSettings, resolve_model_arg
+from .stage import Stage, StepResult, kd_loss
+from .teacher_cache import TeacherCache, cache_path
 
 log = logging.getLogger("tp.train")
-
-
-@dataclass
-class DistillSettings(TrainSettings):
-    teacher: str | None = None  # fine-tuned dense model (default for distill: --model)
-    temperature: float = 2.0  # logit distillation temperature
-    rank_weight: float = 0.02  # alpha; LambdaLoss sums over pairs (~20 per slate at start)
-    rank_k: int = 20  # teacher's top-K tokens carry relevance
-    rank_layers: tuple[int, ...] | None = None  # default: 1 .. L//3 (0-based)
-    prune_prob: float = 0.5  # steps run under a random top-k schedule (0 = ToP's plain)
-    min_ratio: float = 0.45  # per-layer keep ratio of random schedules ~ U(min_ratio, 1)
-    lr: float = 5e-5
 
 
 def default_rank_layers(num_layers: int) -> tuple[int, ...]:
@@ -82,14 +74,20 @@ class RankingDistiller:
     """Teacher targets and the student's ranking loss, shared by distill and ToP."""
 
     def __init__(self, teacher: PrunedBert, layers: tuple[int, ...], k: int,
-                 temperature: float, regression: bool) -> None:
+                 temperature: float, regression: bool, cache: TeacherCache | None = None
+                 ) -> None:
         self.teacher, self.layers, self.k = teacher, layers, k
         self.temperature, self.regression = temperature, regression
         self.last = teacher.config.num_layers - 1
+        self.cache = cache
 
     @torch.no_grad()
     def targets(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Teacher logits and relevance labels from its last-layer importance."""
+        valid = batch["attention_mask"].bool()
+        if self.cache is not None and "index" in batch:
+            logits, scores = self.cache.lookup(batch)
+            return logits, teacher_relevance(scores, valid, self.k)
         out = train_forward(self.teacher, batch, score_layers={self.last})
         return out.logits, teacher_relevance(out.scores[self.last], out.valid, self.k)
 
@@ -106,6 +104,16 @@ class RankingDistiller:
         if self.regression:
             return kd_loss(logits[:, 0], teacher_logits[:, 0], self.temperature, True)
         return kd_loss(logits, teacher_logits, self.temperature, False)
+
+
+def teacher_outputs(teacher: PrunedBert, teacher_dir: str, data: Data,
+                    s: DistillSettings) -> TeacherCache | None:
+    """The teacher's outputs on the training set, cached beside it (or None: per step)."""
+    if not s.cache_teacher:
+        return None
+    path = cache_path(resolve_model_arg(teacher_dir, "--teacher"), data.train, data.max_len)
+    return TeacherCache.build(teacher, data.train, data.max_len, path=path,
+                              progress=s.progress)
 
 
 def random_schedule(shape, min_ratio: float, generator: torch.Generator | None = None
@@ -140,7 +148,7 @@ class DistillStage(Stage):
                           {"kd": kd.item(), "rank": rank.item()})
 
 
-def distill(settings: DistillSettings) -> Path:
+def distill(settings: DistillSettings, latency: LatencyModel | None = None) -> Path:
     """Ranking + logit distillation; the student starts from ``model`` (default: teacher)."""
     teacher_path = settings.teacher or settings.model
     if not 0 <= settings.prune_prob <= 1 or not 0 < settings.min_ratio <= 1:
@@ -155,8 +163,9 @@ def distill(settings: DistillSettings) -> Path:
         check_pair(teacher, student)
         L = student.config.num_layers
         layers = check_rank_layers(settings.rank_layers or default_rank_layers(L), L)
+        cache = teacher_outputs(teacher, teacher_path, data, settings)
         d = RankingDistiller(teacher, layers, settings.rank_k, settings.temperature,
-                             data.spec.is_regression)
+                             data.spec.is_regression, cache)
         return DistillStage(student, d, settings.rank_weight, settings.prune_prob,
                             settings.min_ratio)
-    return run_stage(make, settings, "distill")
+    return run_stage(make, settings, "distill", latency=latency)

@@ -2,25 +2,19 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..encoder import PrunedBert
-from .loop import Data, Stage, StepResult, TrainSettings, load_model, run_stage
+from ..model.encoder import PrunedBert
+from .inputs import Data, load_model
+from .latency import LatencyModel
+from .loop import run_stage
+from .settings import FinetuneSettings
+from .stage import Stage, StepResult
 
 log = logging.getLogger("tp.train")
-
-
-@dataclass
-class FinetuneSettings(TrainSettings):
-    """Defaults sized for ~6 minutes on 2 CPU cores (rotten_tomatoes: 358 steps per epoch,
-    dev accuracy ~0.83 with MiniLM); --epochs 2-3 gains a little more."""
-
-    epochs: float = 1.0
-    lr: float = 1e-4
 
 
 class FinetuneStage(Stage):
@@ -39,8 +33,9 @@ class FinetuneStage(Stage):
         return StepResult(loss, logits)
 
 
-def finetune(settings: FinetuneSettings) -> Path:
-    """Fine-tune ``settings.model`` (default: all-MiniLM-L6-v2, fresh head) on the task."""
+def finetune(settings: FinetuneSettings, latency: LatencyModel | None = None) -> Path:
+    """Fine-tune ``settings.model`` (default: all-MiniLM-L6-v2, fresh head) on the task;
+    ``latency`` only adds predicted latency to metrics.json."""
     def make(data: Data) -> Stage:
         return FinetuneStage(load_model(settings.model, data.spec), data.spec.is_regression)
-    return run_stage(make, settings, "finetune")
+    return run_stage(make, settings, "finetune", latency=latency)

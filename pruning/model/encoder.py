@@ -1,11 +1,14 @@
-"""A compact BERT encoder that physically drops tokens between layers.
+"""A compact BERT-family encoder that physically drops tokens between layers.
 
-Readable in one sitting: embeddings, a loop over layers, a keep step. It holds weights in
-the standard BERT layout (see ``checkpoint.py`` for the mapping) and depends on nothing in
-transformers. A layer that prunes computes attention probabilities explicitly, scores each
-token by the attention it receives (mean over heads and real query rows), and gathers the
-kept tokens *before* its output projection and FFN, so everything after the scoring runs
-on fewer tokens. Layers that do not prune use fused SDPA attention.
+Readable in one sitting: embeddings, a loop over layers, a keep step, a head. BERT, RoBERTa,
+XLM-R, DistilBERT and ELECTRA differ only in what ``EncoderConfig`` says (token types or
+not, RoBERTa's position ids, ELECTRA's embedding projection, the head kind in ``heads.py``);
+their checkpoint layouts live in ``families.py``. Nothing here depends on transformers.
+
+A layer that prunes computes attention probabilities explicitly, scores each token by the
+attention it receives (mean over heads and real query rows), and gathers the kept tokens
+*before* its output projection and FFN, so everything after the scoring runs on fewer
+tokens. Layers that do not prune use fused SDPA attention.
 """
 from __future__ import annotations
 
@@ -17,7 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import ModelShape, PruningConfig
+from ..config import ModelShape, PruningConfig
+from .heads import ClassificationHead
+from .keep import count_kept, gather, importance, select_tokens
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "gelu": F.gelu,
@@ -42,12 +47,22 @@ class EncoderConfig:
     attention_dropout: float = 0.1
     num_labels: int = 2
     pad_token_id: int = 0
+    family: str = "bert"  # the checkpoint's model_type (families.py)
+    embedding_size: int | None = None  # ELECTRA: embeddings narrower than hidden, projected
+    position_offset: int = 0  # RoBERTa/XLM-R: padding_idx + 1, positions count real tokens
+    head: str = "pooler"  # heads.HEADS kind
+    classifier_dropout: float | None = None  # None: hidden_dropout
     hf_config: dict = field(default_factory=dict, repr=False)  # the original config.json
 
     @property
     def shape(self) -> ModelShape:
         return ModelShape(self.num_layers, self.hidden_size, self.num_heads,
                           self.intermediate_size)
+
+    @property
+    def max_len(self) -> int:
+        """Longest input the position embeddings cover (RoBERTa: 514 rows, 512 tokens)."""
+        return self.max_position_embeddings - self.position_offset
 
 
 @dataclass
@@ -59,33 +74,43 @@ class ForwardInfo:
     scores: list[Tensor | None] = field(default_factory=list)  # importance at pruning layers
 
 
-def importance(probs: Tensor, valid: Tensor | None) -> Tensor:
-    """Attention received by each key, averaged over heads and real query rows. [B, N]."""
-    if valid is None:
-        return probs.mean(dim=(1, 2))
-    w = valid.to(probs.dtype)  # [B, N] query weights
-    per_row = probs.sum(dim=1)  # [B, N_q, N_k]
-    s = torch.einsum("bq,bqk->bk", w, per_row) / (w.sum(1, keepdim=True) * probs.shape[1])
-    return s.masked_fill(~valid, 0.0)
-
-
 class Embeddings(nn.Module):
+    """Word + position (+ token type) embeddings, layer norm (+ ELECTRA's projection)."""
+
     def __init__(self, c: EncoderConfig) -> None:
         super().__init__()
-        self.word = nn.Embedding(c.vocab_size, c.hidden_size, padding_idx=c.pad_token_id)
-        self.position = nn.Embedding(c.max_position_embeddings, c.hidden_size)
-        self.token_type = nn.Embedding(c.type_vocab_size, c.hidden_size)
-        self.ln = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+        e = c.embedding_size or c.hidden_size
+        self.pad = c.pad_token_id
+        self.position_offset = c.position_offset
+        self.word = nn.Embedding(c.vocab_size, e, padding_idx=c.pad_token_id)
+        self.position = nn.Embedding(c.max_position_embeddings, e)
+        # DistilBERT has no token types; ids passed anyway are ignored
+        self.token_type = nn.Embedding(c.type_vocab_size, e) if c.type_vocab_size else None
+        self.ln = nn.LayerNorm(e, eps=c.layer_norm_eps)
         self.drop = nn.Dropout(c.hidden_dropout)
+        self.project = nn.Linear(e, c.hidden_size) if e != c.hidden_size else None
 
     def forward(self, input_ids: Tensor, token_type_ids: Tensor | None) -> Tensor:
         n = input_ids.shape[1]
-        x = self.word(input_ids) + self.position.weight[:n]
-        if token_type_ids is None:
-            x = x + self.token_type.weight[0]
+        if self.position_offset:  # RoBERTa: real tokens numbered from padding_idx + 1,
+            real = (input_ids != self.pad).long()  # pads at padding_idx (a cumsum, no branch)
+            pos = torch.cumsum(real, 1) * real + (self.position_offset - 1)
+            x = self.word(input_ids) + self.position(pos)
         else:
-            x = x + self.token_type(token_type_ids)
-        return self.drop(self.ln(x))
+            x = self.word(input_ids) + self.position.weight[:n]
+        if self.token_type is not None:
+            x = x + (self.token_type.weight[0] if token_type_ids is None
+                     else self.token_type(token_type_ids))
+        x = self.drop(self.ln(x))
+        return x if self.project is None else self.project(x)
+
+
+def additive_mask(valid: Tensor) -> Tensor:
+    """[B, N] validity as a [B, 1, 1, N] float mask to add to attention scores (0 or -inf:
+    the same probabilities as masking; a key mask, and CLS is always valid, so no row is
+    all -inf)."""
+    zeros = torch.zeros(valid.shape, dtype=torch.float32, device=valid.device)
+    return zeros.masked_fill(~valid, float("-inf"))[:, None, None, :]
 
 
 class Layer(nn.Module):
@@ -111,14 +136,18 @@ class Layer(nn.Module):
         q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(
             2, 0, 3, 1, 4)
         p_drop = self.attn_drop_p if self.training else 0.0
+        # an exported graph adds a [B, 1, 1, N] float mask: a boolean one becomes Where (and
+        # SDPA's NaN guard) on every [B, H, N, N] score, 15% of ONNX Runtime's time at 512
+        mask = None if valid is None else (
+            additive_mask(valid) if torch.compiler.is_exporting() else valid[:, None, None, :])
         if not need_probs:
-            mask = None if valid is None else valid[:, None, None, :]
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p_drop)
             probs = None
         else:
             att = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(self.head_dim))
-            if valid is not None:
-                att = att.masked_fill(~valid[:, None, None, :], float("-inf"))
+            if mask is not None:
+                att = att.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool \
+                    else att + mask
             probs = att.softmax(-1)
             ctx = F.dropout(probs, p_drop, self.training) @ v
         return ctx.transpose(1, 2).reshape(B, N, d), probs
@@ -129,44 +158,17 @@ class Layer(nn.Module):
         return self.ln2(h + self.drop(self.ffn_out(self.act(self.ffn_in(h)))))
 
 
-def select_tokens(scores: Tensor, valid: Tensor | None, counts: Tensor
-                  ) -> tuple[Tensor, Tensor | None]:
-    """Indices of the ``counts[b]`` best tokens of each example, in original order.
-
-    CLS (position 0) always wins, padding always loses. Returns gather indices [B, K] with
-    K = max(counts) and the new validity mask (None when no example is padded).
-    """
-    B, N = scores.shape
-    s = scores.clone()
-    if valid is not None:
-        s = s.masked_fill(~valid, float("-inf"))
-    s[:, 0] = float("inf")
-    K = int(counts.max())
-    top = s.topk(K, dim=1, sorted=True).indices  # best first
-    if B == 1 or bool((counts == K).all()):
-        return top.sort(dim=1).values, None
-    rank = torch.arange(K, device=s.device)
-    new_valid = rank[None, :] < counts[:, None]
-    # Push slots beyond each example's count to the end, keep kept tokens in original order.
-    idx = torch.where(new_valid, top, top.new_full((), N)).sort(dim=1).values
-    return idx.clamp_max(N - 1), new_valid
-
-
-def gather(x: Tensor, idx: Tensor) -> Tensor:
-    return x.gather(1, idx[:, :, None].expand(-1, -1, x.shape[-1]))
-
-
 class PrunedBert(nn.Module):
-    """BERT sequence classifier whose forward pass drops tokens per a ``PruningConfig``."""
+    """BERT-family sequence classifier whose forward pass drops tokens per a ``PruningConfig``."""
 
     def __init__(self, c: EncoderConfig, pruning: PruningConfig | None = None) -> None:
         super().__init__()
         self.config = c
         self.embeddings = Embeddings(c)
         self.layers = nn.ModuleList(Layer(c) for _ in range(c.num_layers))
-        self.pooler = nn.Linear(c.hidden_size, c.hidden_size)
-        self.classifier = nn.Linear(c.hidden_size, c.num_labels)
-        self.drop = nn.Dropout(c.hidden_dropout)
+        self.head = ClassificationHead(c.head, c.hidden_size, c.num_labels,
+                                       c.hidden_dropout if c.classifier_dropout is None
+                                       else c.classifier_dropout)
         self.pruning = pruning or PruningConfig.dense(c.shape)
         self.pruning.check_shape(c.shape)
         self.tokenizer = None  # set by checkpoint.load
@@ -185,7 +187,10 @@ class PrunedBert(nn.Module):
         """Logits [B, num_labels]. Pass ``info`` to record what was kept."""
         cfg = pruning or self.pruning
         x = self.embeddings(input_ids, token_type_ids)
-        valid = None if attention_mask is None or bool(attention_mask.all()) \
+        # eager: an unpadded batch skips the mask (faster SDPA); an exported graph must
+        # serve any batch, so it always carries the mask (no branch on tensor values)
+        valid = None if attention_mask is None or (
+            not torch.compiler.is_exporting() and bool(attention_mask.all())) \
             else attention_mask.bool()
         n_real = (attention_mask.sum(1) if attention_mask is not None
                   else torch.full((x.shape[0],), x.shape[1], device=x.device)).long()
@@ -208,8 +213,11 @@ class PrunedBert(nn.Module):
                 info.kept.append(torch.minimum(alive, n_real))
                 info.kept_index.append(pos)
                 info.scores.append(scores)
-        pooled = torch.tanh(self.pooler(x[:, 0]))
-        return self.classifier(self.drop(pooled))
+        return self.classify(x)
+
+    def classify(self, x: Tensor) -> Tensor:
+        """Logits from the final hidden states [B, N, d]: the head reads the first token."""
+        return self.head(x)
 
     def keep_step(self, cfg: PruningConfig, layer: int, probs: Tensor, valid: Tensor | None,
                   n_real: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
@@ -217,20 +225,6 @@ class PrunedBert(nn.Module):
 
         The profiler times exactly this call, so the table holds what inference runs."""
         scores = importance(probs, valid)
-        counts = self._counts(cfg, layer, scores, valid, n_real)
+        counts = count_kept(cfg, layer, scores, valid, n_real)
         idx, new_valid = select_tokens(scores, valid, counts)
         return idx, new_valid, scores
-
-    @staticmethod
-    def _counts(cfg: PruningConfig, layer: int, scores: Tensor, valid: Tensor | None,
-                n_real: Tensor) -> Tensor:
-        alive = valid.sum(1) if valid is not None else torch.full_like(n_real, scores.shape[1])
-        if cfg.policy == "topk":
-            want = torch.ceil(n_real.to(torch.float64) * cfg.keep[layer] - 1e-9).long()
-        else:  # threshold: every real token at or above theta (CLS always)
-            ok = scores >= cfg.thresholds[layer]
-            ok[:, 0] = True
-            if valid is not None:
-                ok &= valid
-            want = ok.sum(1)
-        return torch.minimum(want.clamp_min(1), alive)

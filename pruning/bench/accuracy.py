@@ -7,11 +7,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from . import metrics
-from .config import PruningConfig
-from .data import Split, batches
-from .encoder import ForwardInfo, PrunedBert
-from .macs import MacsReport, macs_report
+from ..config import PruningConfig
+from ..data import Split, batches, metrics
+from ..macs import MacsReport, macs_report
+from ..model.encoder import ForwardInfo, PrunedBert
 
 
 @dataclass
@@ -56,3 +55,25 @@ def evaluate(model: PrunedBert, split: Split, max_len: int, batch_size: int = 32
     model.train(was_training)
     name = split.task.metric
     return EvalResult(metrics.compute(name, preds, labels), metrics.primary(name), lengths, kept)
+
+
+@torch.inference_mode()
+def evaluate_runner(runner: Any, split: Split, max_len: int, tokenizer: Any,
+                    batch_size: int = 32, keep: Any = None) -> EvalResult:
+    """The task metric of any backend's runner (``pruning.runtime``): it returns logits for
+    a batch, and ``keep`` is passed on for runners whose schedule is an input. Kept counts
+    are not observable outside the PyTorch encoder, so ``kept`` stays empty."""
+    cache = split.__dict__.setdefault("_eval_batches", {})
+    key = (id(tokenizer), max_len, batch_size)
+    if key not in cache:
+        cache[key] = list(batches(tokenizer, split, max_len, batch_size, shuffle=False,
+                                  bucket=True))
+    preds, labels, lengths = [], [], []
+    for b in cache[key]:
+        logits = runner(b) if keep is None else runner(b, keep=keep)
+        preds += (logits[:, 0].float().tolist() if split.task.is_regression
+                  else logits.argmax(-1).tolist())
+        labels += b["labels"].tolist()
+        lengths += b["attention_mask"].sum(1).tolist()
+    name = split.task.metric
+    return EvalResult(metrics.compute(name, preds, labels), metrics.primary(name), lengths)

@@ -1,0 +1,160 @@
+"""The pruned encoder exported to ONNX, with its pruning configuration inside the graph.
+
+The same ``PrunedBert.forward`` runs eager and exported: under ``torch.compiler.is_exporting``
+it always carries the attention mask and computes each layer's kept counts and top-k size as
+tensors (from every example's real length, or its scores), so one graph serves any length
+up to the model's maximum and padded mixed-length batches. ``keep_input=True`` makes the
+keep fractions a graph input instead: every layer from 1 on scores and selects, so one
+export (and one int8 quantization) evaluates any top-k schedule — what the search needs.
+
+Exports take seconds to minutes, so files are cached by a digest of everything that
+decides the graph: weights, configuration, inputs, and the torch/onnx versions.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+from torch import Tensor, nn
+
+from ..config import PruningConfig
+from ..errors import TpError
+from ..io_utils import atomic_path
+from ..model.encoder import PrunedBert
+
+log = logging.getLogger("tp.runtime")
+
+EXPORT_VERSION = 4  # bump when the export changes what a cached file holds
+
+
+class KeepSchedule:
+    """A top-k configuration whose keep fractions are a tensor (a graph input)."""
+
+    policy = "topk"
+
+    def __init__(self, keep: Tensor) -> None:
+        self.keep = keep
+
+    def prunes_at(self, layer: int) -> bool:
+        return layer >= 1  # every layer may select; keep[l] == keep[l-1] keeps all
+
+
+class _Graph(nn.Module):
+    """The encoder's forward with the inputs an ONNX graph takes."""
+
+    def __init__(self, model: PrunedBert, cfg: PruningConfig | None, token_types: bool
+                 ) -> None:
+        super().__init__()
+        self.model, self.cfg, self.token_types = model, cfg, token_types
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, *rest: Tensor) -> Tensor:
+        token_type_ids = rest[0] if self.token_types else None
+        cfg = KeepSchedule(rest[-1]) if self.cfg is None else self.cfg
+        return self.model(input_ids, attention_mask, token_type_ids, pruning=cfg)
+
+
+def input_names(model: PrunedBert, keep_input: bool) -> list[str]:
+    names = ["input_ids", "attention_mask"]
+    if model.embeddings.token_type is not None:
+        names.append("token_type_ids")
+    return names + (["keep"] if keep_input else [])
+
+
+def cache_dir(path: Path | None = None) -> Path:
+    return Path(path or os.environ.get("TP_SEARCH_CACHE")
+                or Path.home() / ".cache" / "tp-search" / "onnx")
+
+
+def digest(model: PrunedBert, cfg: PruningConfig | None, keep_input: bool) -> str:
+    h = hashlib.sha1()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    cfg_d = None if cfg is None else {k: v for k, v in cfg.to_dict().items() if k != "meta"}
+    h.update(json.dumps({"cfg": cfg_d, "keep_input": keep_input, "family": model.config.family,
+                         "torch": torch.__version__, "onnx": onnx.__version__,
+                         "export": EXPORT_VERSION}, sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def export_onnx(model: PrunedBert, cfg: PruningConfig | None, path: Path,
+                keep_input: bool = False) -> Path:
+    """Write ``model`` under ``cfg`` (None with ``keep_input``) as an ONNX file."""
+    if cfg is not None and keep_input:
+        raise ValueError("keep_input graphs take their schedule per call, not a cfg")
+    model = model.eval().cpu()
+    names = input_names(model, keep_input)
+    n = min(16, model.config.max_len)
+    ids = torch.randint(5, max(6, model.config.vocab_size), (2, n))
+    mask = torch.ones_like(ids)
+    mask[1, n // 2:] = 0
+    args: list[Tensor] = [ids, mask]
+    if "token_type_ids" in names:
+        args.append(torch.zeros_like(ids))
+    if keep_input:
+        args.append(torch.linspace(1.0, 0.5, model.config.num_layers, dtype=torch.float64))
+    batch = torch.export.Dim("batch")
+    seq = torch.export.Dim("sequence", min=2, max=model.config.max_len)
+    tokens = {0: batch, 1: seq}
+    rest = ((tokens,) if "token_type_ids" in names else ()) + (({},) if keep_input else ())
+    # positional, as forward(input_ids, attention_mask, *rest) takes them; no varargs at all
+    # (DistilBERT, no keep input) means no third entry
+    dynamic = (tokens, tokens, rest) if rest else (tokens, tokens)
+    graph = _Graph(model, None if keep_input else (cfg or model.pruning),
+                   "token_type_ids" in names)
+    return export_module(graph, tuple(args), names, ["logits"], dynamic, Path(path))
+
+
+def export_module(module: nn.Module, args: tuple[Tensor, ...], names: list[str],
+                  outputs: list[str], dynamic: Any, path: Path) -> Path:
+    """``torch.onnx.export`` (dynamo) of any module of the encoder, atomically and quietly;
+    the profiler exports per-layer graphs with it."""
+    with atomic_path(path) as tmp, _quiet():
+        try:
+            torch.onnx.export(module, args, str(tmp), dynamo=True, external_data=False,
+                              input_names=names, output_names=outputs,
+                              dynamic_shapes=dynamic)
+        except Exception as e:  # the exporter raises many kinds; one line for the user
+            raise TpError(f"ONNX export failed ({type(e).__name__}: "
+                          f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); "
+                          "use --backend torch") from None
+    return path
+
+
+def exported(model: PrunedBert, cfg: PruningConfig | None, keep_input: bool = False,
+             cache: Path | None = None) -> Path:
+    """The cached export of ``model`` under ``cfg`` (exported now if missing)."""
+    cfg = None if keep_input else (cfg or model.pruning)
+    path = cache_dir(cache) / f"{digest(model, cfg, keep_input)}.onnx"
+    if not path.is_file():
+        log.info("exporting the encoder to ONNX (%s)%s", path.name,
+                 ", keep fractions as an input" if keep_input else "")
+        export_onnx(model, cfg, path, keep_input)
+    return path
+
+
+@contextlib.contextmanager
+def _quiet() -> Any:
+    """The exporter prints progress to stdout and logs warnings (about torchvision, training
+    mode ...): none of it concerns a tp-search user."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch._export", "torch.export",
+                                               "onnxscript", "onnx_ir", "torch._dynamo")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, lv in zip(loggers, levels):
+            lg.setLevel(lv)
