@@ -1,8 +1,17 @@
-"""tp-search profiler: per-machine latency lookup tables and the latency predictor."""
-from .fingerprint import Fingerprint, fingerprint
-from .predictor import Predictor
-from .store import find_table, load_predictor
-from .table import COMPONENTS, LatencyTable, shape_name
+"""tp-search profiler: per-machine latency lookup tables and the latency predictor.
 
-__all__ = ["COMPONENTS", "Fingerprint", "LatencyTable", "Predictor", "find_table",
-           "fingerprint", "load_predictor", "shape_name"]
+Names are imported on first use (PEP 562), so ``tp-profile --help`` does not load torch.
+"""
+from __future__ import annotations
+
+from pruning.lazy import lazy_exports
+
+from .fingerprint import Fingerprint, fingerprint  # noqa: F401  (light; shares its module's name)
+
+_EXPORTS = {
+    "Predictor": "predictor",
+    "find_table": "store", "load_predictor": "store",
+    "COMPONENTS": "table", "LatencyTable": "table", "shape_name": "table",
+}
+__getattr__, _lazy = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_lazy + ["Fingerprint", "fingerprint"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,33 +12,22 @@ import torch
 from tqdm.auto import tqdm
 
 from pruning.bench import fixed_inputs
+from pruning.bench.timing import time_interleaved
 from pruning.config import PruningConfig
-from pruning.encoder import PrunedBert
 from pruning.errors import TpError
 from pruning.io_utils import atomic_write_text
 from pruning.macs import dense_macs, schedule_macs
-from pruning.timing import time_interleaved
+from pruning.model.encoder import PrunedBert
+from pruning.runtime import get_backend
 
 from .fingerprint import Fingerprint
-from .measure import MeasureSettings, measure_grid
+from .measure import measure_grid
+from .ort_measure import OrtTimers, full_pass
 from .predictor import Predictor
+from .settings import BuildSettings
 from .table import COLUMNS, LatencyTable, default_grid
 
 log = logging.getLogger("tp.profiler")
-
-
-@dataclass
-class BuildSettings:
-    batches: list[int] = field(default_factory=lambda: [1])
-    threads: list[int] = field(default_factory=lambda: [1])
-    max_len: int = 512
-    grid: list[int] | None = None
-    device: str = "cpu"
-    calibration_configs: int = 3
-    calibration_budget_s: float = 10.0
-    force: bool = False
-    measure: MeasureSettings = field(default_factory=MeasureSettings)
-    seed: int = 0
 
 
 def random_schedule(shape, n: int, rng: random.Random, lo: float = 1.2, hi: float = 8.0
@@ -91,15 +79,20 @@ def calibrate(model: PrunedBert, pred: Predictor, s: BuildSettings, batch: int,
     # a quarter of the grid's time, at least the configured budget
     lens = calibration_lengths(pred, min(s.max_len, pred.max_len),
                                max(s.calibration_budget_s, grid_s / 4))
+    run = full_pass(model, s.backend, pred.threads)
     xs, fns = [], {}
+    # an exported backend compiles one graph per configuration: the same few schedules
+    # serve every length there; the encoder itself draws fresh ones per length
+    shared = [random_schedule(model.shape, lens[-1], rng) for _ in range(2)]
     for n in lens:
         ids = fixed_inputs(model, None, n, batch, seed=n)["input_ids"].to(s.device)
-        cfgs = [PruningConfig.dense(model.shape)] + [
-            random_schedule(model.shape, n, rng) for _ in range(max(1, s.calibration_configs // len(lens)))]
+        cfgs = [PruningConfig.dense(model.shape)] + (shared if s.backend != "torch" else [
+            random_schedule(model.shape, n, rng)
+            for _ in range(max(1, s.calibration_configs // len(lens)))])
         for cfg in cfgs:
             kept, prunes = cfg.kept_counts(n), [cfg.prunes_at(l) for l in range(model.shape.num_layers)]
             xs.append(pred.raw_counts(n, kept, prunes))
-            fns[str(len(fns))] = lambda ids=ids, cfg=cfg: model(ids, pruning=cfg)
+            fns[str(len(fns))] = run(cfg, ids)
     # interleaved: every configuration sees the same drift of the machine
     ms = time_interleaved(fns, repeats=5, warmup=1, device=s.device)
     ys = [float(np.median(ms[str(i)])) for i in range(len(fns))]
@@ -135,6 +128,8 @@ def build_table(model: PrunedBert, fp: Fingerprint, results: Path, s: BuildSetti
     written whole.
     """
     grid = s.grid or default_grid(s.max_len)
+    if s.backend != "torch":  # exported graphs take >= 2 tokens (CLS, SEP): the predictor
+        grid = [n for n in grid if n >= 2]  # holds the 2-token costs below that
     machine = fp.to_dict()
     entries = existing.entries if existing is not None else pd.DataFrame(columns=list(COLUMNS))
     calibration = dict(existing.calibration) if existing is not None else {}
@@ -145,11 +140,12 @@ def build_table(model: PrunedBert, fp: Fingerprint, results: Path, s: BuildSetti
         entries = entries[keep]
         redo = {f"b{b}-t{t}" for b, t in asked}
         calibration = {k: v for k, v in calibration.items() if k not in redo}
+    key = {k: v for k, v in get_backend(s.backend).key(1).items() if k != "threads"}
     table = LatencyTable(model.shape, machine, s.device, entries, grid,
                          settings={"measure": s.measure.__dict__, "max_len": s.max_len,
                                    "calibration_configs": s.calibration_configs,
                                    "seed": s.seed},
-                         calibration=calibration)
+                         calibration=calibration, backend=s.backend, runtime=key)
     csv_path, _ = table.paths(results)
     partial = csv_path.with_suffix(".partial.csv")
     rows = pd.read_csv(partial).to_dict("records") if partial.is_file() and not s.force else []
@@ -157,13 +153,13 @@ def build_table(model: PrunedBert, fp: Fingerprint, results: Path, s: BuildSetti
             or max(grid) > max(table.grid)]
     if not todo:
         log.info("table %s/%s already has batch %s x threads %s; nothing to measure "
-                 "(--force re-measures)", fp.machine_id, table.name, s.batches, s.threads)
+                 "(--force re-measures)", fp.machine_id, table.stem, s.batches, s.threads)
         return table
     total = sum(len(grid) * s.measure.sweeps_for(t) for _, t in todo)  # measurements
     model = model.to(s.device).eval()
-    with tqdm(total=total, desc=f"profiling {table.name}", unit="pt") as bar:
+    with tqdm(total=total, desc=f"profiling {table.stem}", unit="pt") as bar:
         for b, t in todo:
-            bar.set_description(f"profiling {table.name} b{b} t{t}")
+            bar.set_description(f"profiling {table.stem} b{b} t{t}")
             done = {int(r["n"]) for r in rows if r["batch"] == b and r["threads"] == t
                     and r["component"] == "finish"}
 
@@ -173,7 +169,9 @@ def build_table(model: PrunedBert, fp: Fingerprint, results: Path, s: BuildSetti
                                   .to_csv(index=False))
 
             t0 = time.perf_counter()
-            measure_grid(model, b, t, grid, s.device, s.measure, done, save_point, bar)
+            timers = None if s.backend == "torch" else OrtTimers(model, s.backend, t).at
+            measure_grid(model, b, t, grid, s.device, s.measure, done, save_point, bar,
+                         timers)
             new = pd.DataFrame([r for r in rows if r["batch"] == b and r["threads"] == t],
                                columns=list(COLUMNS))
             old = table.entries

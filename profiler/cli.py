@@ -7,37 +7,48 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
-from pruning.checkpoint import ARCHS, from_pretrained, random_model
-from pruning.cli_utils import (add_common, dump_json, guarded, int_list, positive_int,
-                               print_table, setup_logging)
+from pruning.cli_utils import (
+    Parser,
+    add_common,
+    device,
+    dump_json,
+    guarded,
+    int_list,
+    name_list,
+    positive_int,
+    print_table,
+    require_device,
+    setup_logging,
+)
 from pruning.errors import TpError
 from pruning.io_utils import atomic_write_text
+from pruning.model.archs import ARCHS
 
-from .build import BuildSettings, build_table, recalibrate_table
-from .fingerprint import fingerprint
-from .measure import MeasureSettings
-from .predictor import Predictor
-from .store import results_dir, table_path
-from .table import LatencyTable, parse_grid
-from .validate import validate
+from .settings import BuildSettings, MeasureSettings
 
 log = logging.getLogger("tp.profiler")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="tp-profile",
         description="Measure per-layer latency lookup tables for a model shape on this machine "
                     "(keyed by a hardware fingerprint) and validate the latency predictor "
                     "against end-to-end timings of random pruning schedules. Interrupted runs "
                     "resume; an existing table is reused unless --force.")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--model", help="HF BERT checkpoint directory (default: bundled "
+    src.add_argument("--model", help="HF BERT-family checkpoint directory (default: bundled "
                                      "all-MiniLM-L6-v2)")
     src.add_argument("--arch", choices=sorted(ARCHS), help="a named shape with random weights "
                      "(latency does not depend on the weights)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    p.add_argument("--device", type=device, default="cpu",
+                   help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--backend", type=name_list, default=["torch"],
+                   help="runtimes to profile, comma-separated: torch (the encoder, eager "
+                        "fp32), ort (ONNX Runtime fp32), ort-int8 (dynamic int8 weights); "
+                        "one table each (default: torch)")
     p.add_argument("--threads", type=int_list, default=[1], help="thread counts, e.g. 1,2")
     p.add_argument("--batch", type=int_list, default=[1], help="batch sizes, e.g. 1,8")
     p.add_argument("--max-len", type=positive_int, default=512,
@@ -94,24 +105,68 @@ def _check_writable(res: Path) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import torch
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise TpError("--device cuda: no CUDA device visible to torch; use --device cpu")
+    # imported here, not at the top: they load torch, which --help does not need
+    from pruning.bench.memory import check_fits
+    from pruning.model.checkpoint import from_pretrained, random_model
+    from pruning.runtime import get_backend
+
+    from .fingerprint import fingerprint
+    from .store import results_dir
+    from .table import parse_grid
+    require_device(args.device)
+    for b in args.backend:
+        get_backend(b)  # an unknown or unavailable backend fails before any measuring
     model = random_model(args.arch) if args.arch else from_pretrained(args.model, tokenizer=False)
-    if args.max_len > model.config.max_position_embeddings and not args.recalibrate:
+    if args.max_len > model.config.max_len and not args.recalibrate:
         raise TpError(f"--max-len {args.max_len} exceeds the model's "
-                      f"{model.config.max_position_embeddings} positions")
+                      f"{model.config.max_len} positions")
+    check_fits(model.shape, max(args.batch), args.max_len, "--batch or --max-len")
     grid = parse_grid(args.grid, args.max_len) if args.grid else None
     res = results_dir(args.out)
     _check_writable(res)
     fp = fingerprint(args.device)
-    path = table_path(res, fp.machine_id, model.shape)
+    tables = [_profile(args, model, fp, res, grid, b) for b in args.backend]
+    summary = {"machine_id": fp.machine_id, "tables": tables}
+    if len(tables) == 1:  # one backend: its summary at the top level, as before
+        summary.update(tables[0])
+    if args.format == "json":
+        sys.stdout.write(dump_json(summary))
+        return 0
+    rows = [("machine", fp.machine_id)]
+    for tab in tables:
+        rows.append((f"table ({tab['backend']})", tab["table"]))
+        for k, c in tab["calibration"].items():
+            rows.append((f"  calibration {k}", f"scale {c['scale']:.3f}, offset "
+                         f"{c['offset_ms']:.3f} ms, built in {c.get('total_seconds', '?')} s"))
+        for v in tab.get("validation", []):
+            rows.append((f"  validation b{v['batch']} t{v['threads']} n{v['seq_len']}",
+                         f"median |err| {v['median_abs_error']:.1%}, p90 {v['p90_abs_error']:.1%},"
+                         f" within 10%: {v['within_10pct']:.0%} of {v['samples']} (machine spread "
+                         f"{v['machine_spread']:.1%}; relative to dense: median "
+                         f"{v['relative_median_abs_error']:.1%}, within 10% "
+                         f"{v['relative_within_10pct']:.0%})"))
+    print_table(rows)
+    return 0
+
+
+def _profile(args: argparse.Namespace, model: Any, fp: Any, res: Path, grid: Any,
+             backend: str) -> dict[str, Any]:
+    """Build (or recalibrate) and validate one backend's table; returns its summary."""
+    import torch  # here: the CLI module stays torch-free for --help
+
+    from .build import build_table, recalibrate_table
+    from .predictor import Predictor
+    from .store import table_path
+    from .table import LatencyTable
+    from .validate import validate
+    path = table_path(res, fp.machine_id, model.shape, backend)
     existing = LatencyTable.load(path) if path.is_file() else None
     if existing is not None and existing.machine.get("torch") != fp.torch and not args.force:
         log.warning("existing table was measured with torch %s (now %s); pass --force to "
                     "re-measure", existing.machine.get("torch"), fp.torch)
     s = BuildSettings(batches=args.batch, threads=args.threads, max_len=args.max_len,
                       grid=grid, device=args.device, force=args.force, seed=args.seed,
+                      backend=backend,
                       measure=MeasureSettings(min_repeats=args.min_repeats,
                                               point_budget_s=args.point_budget,
                                               quiet_wait_s=args.quiet_wait,
@@ -125,41 +180,28 @@ def _run(args: argparse.Namespace) -> int:
         table = recalibrate_table(model, existing, res, s)
     else:
         table = build_table(model, fp, res, s, existing)
-    summary: dict = {"machine_id": fp.machine_id, "table": str(path),
-                     "combos": table.combos(), "calibration": table.calibration}
-    if args.validate:
-        summary["validation"] = []
-        for b in args.batch:
-            for t in args.threads:
-                torch.set_num_threads(t)
-                pred = Predictor(table, batch=b, threads=t)
-                for n in args.seq_len:
-                    if n > pred.max_len:
-                        raise TpError(f"--seq-len {n} is above the table's {pred.max_len} tokens")
-                    df, v = validate(model, pred, n, args.samples, args.device, seed=args.seed)
-                    stem = path.stem
-                    out = path.parent / f"{stem}-validate-b{b}-t{t}-n{n}"
-                    atomic_write_text(Path(f"{out}.csv"), df.to_csv(index=False))
-                    d = v.to_dict() | {"machine_id": fp.machine_id, "shape": stem,
-                                       "calibration": table.calibration.get(f"b{b}-t{t}")}
-                    atomic_write_text(Path(f"{out}.json"), json.dumps(d, indent=2) + "\n")
-                    summary["validation"].append(d)
-    if args.format == "json":
-        sys.stdout.write(dump_json(summary))
-    else:
-        rows = [("machine", fp.machine_id), ("table", str(path))]
-        for k, c in table.calibration.items():
-            rows.append((f"calibration {k}", f"scale {c['scale']:.3f}, offset {c['offset_ms']:.3f}"
-                         f" ms, built in {c.get('total_seconds', '?')} s"))
-        for v in summary.get("validation", []):
-            rows.append((f"validation b{v['batch']} t{v['threads']} n{v['seq_len']}",
-                         f"median |err| {v['median_abs_error']:.1%}, p90 {v['p90_abs_error']:.1%},"
-                         f" within 10%: {v['within_10pct']:.0%} of {v['samples']} (machine spread "
-                         f"{v['machine_spread']:.1%}; relative to dense: median "
-                         f"{v['relative_median_abs_error']:.1%}, within 10% "
-                         f"{v['relative_within_10pct']:.0%})"))
-        print_table(rows)
-    return 0
+    summary: dict[str, Any] = {"backend": backend, "machine_id": fp.machine_id,
+                               "table": str(path), "combos": table.combos(),
+                               "calibration": table.calibration}
+    if not args.validate:
+        return summary
+    summary["validation"] = []
+    for b in args.batch:
+        for t in args.threads:
+            torch.set_num_threads(t)
+            pred = Predictor(table, batch=b, threads=t)
+            for n in args.seq_len:
+                if n > pred.max_len:
+                    raise TpError(f"--seq-len {n} is above the table's {pred.max_len} tokens")
+                df, v = validate(model, pred, n, args.samples, args.device, seed=args.seed)
+                out = path.parent / f"{path.stem}-validate-b{b}-t{t}-n{n}"
+                atomic_write_text(Path(f"{out}.csv"), df.to_csv(index=False))
+                d = v.to_dict() | {"machine_id": fp.machine_id, "shape": path.stem,
+                                   "backend": backend,
+                                   "calibration": table.calibration.get(f"b{b}-t{t}")}
+                atomic_write_text(Path(f"{out}.json"), json.dumps(d, indent=2) + "\n")
+                summary["validation"].append(d)
+    return summary
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """Machine fingerprint: what decides per-layer latency, as a readable id plus a short hash.
 
-The id covers hardware only (CPU model, ISA, cores, caches, memory, or the GPU). The torch
-version is recorded beside it, so a table from another torch version on the same machine
-is found and warned about instead of silently ignored.
+The id covers hardware only (CPU model, family and model number, ISA, cores, caches,
+memory, or the GPU). The family/model numbers matter: a cloud "AMD EPYC" brand string is the
+same on Zen 4 (family 25) and Zen 5 (family 26), whose GEMM kernels differ ~2x in speed.
+The torch version is recorded beside it, so a table from another torch version on the same
+machine is found and warned about instead of silently ignored.
 """
 from __future__ import annotations
 
@@ -12,6 +14,9 @@ import json
 import platform
 import re
 from dataclasses import asdict, dataclass
+
+import cpuinfo
+import psutil
 
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile",
              "amx_bf16", "amx_int8", "neon", "asimd", "sve")
@@ -30,6 +35,8 @@ class Fingerprint:
     device: str  # "cpu" or the CUDA device name
     torch: str
     dtype: str = "float32"
+    cpu_family: int | None = None  # CPUID family and model: the microarchitecture
+    cpu_model: int | None = None
     threads: int | None = None  # the thread count of the measurement, not part of the id
 
     @property
@@ -46,6 +53,8 @@ class Fingerprint:
                "avx512" if "avx512f" in self.isa else "avx2" if "avx2" in self.isa else
                self.arch)
         kind = f"{self.physical_cores}c-{isa}" if self.device == "cpu" else "cuda"
+        if self.cpu_family is not None and self.device == "cpu":
+            kind = f"f{self.cpu_family}m{self.cpu_model}-{kind}"
         return f"{words}-{kind}-{self.hardware_hash}"
 
     def to_dict(self) -> dict:
@@ -64,7 +73,6 @@ class Fingerprint:
 @functools.lru_cache(maxsize=None)
 def _cpu_info() -> dict:
     try:
-        import cpuinfo
         return cpuinfo.get_cpu_info()
     except Exception:  # py-cpuinfo can fail in odd containers; fall back to platform
         return {"brand_raw": platform.processor() or platform.machine(), "flags": []}
@@ -81,8 +89,7 @@ def _cache_kb(v) -> int:
 
 
 def fingerprint(device: str = "cpu", threads: int | None = None) -> Fingerprint:
-    import psutil
-    import torch
+    import torch  # here, not at the top: profiler/__init__ imports this module for every --help
     info = _cpu_info()
     flags = set(info.get("flags", []))
     dev = "cpu"
@@ -96,4 +103,12 @@ def fingerprint(device: str = "cpu", threads: int | None = None) -> Fingerprint:
         l2_cache_kb=_cache_kb(info.get("l2_cache_size")),
         l3_cache_kb=_cache_kb(info.get("l3_cache_size")),
         memory_gib=round(psutil.virtual_memory().total / 2**30),
-        device=dev, torch=torch.__version__.split("+")[0], threads=threads)
+        device=dev, torch=torch.__version__.split("+")[0], threads=threads,
+        cpu_family=_int_or_none(info.get("family")), cpu_model=_int_or_none(info.get("model")))
+
+
+def _int_or_none(v) -> int | None:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None

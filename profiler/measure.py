@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
-from typing import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import psutil
@@ -20,33 +20,12 @@ import torch
 
 from pruning.bench import fixed_inputs
 from pruning.config import PruningConfig
-from pruning.encoder import PrunedBert, gather
+from pruning.model.encoder import PrunedBert
+from pruning.model.keep import gather
+
+from .settings import MeasureSettings
 
 log = logging.getLogger("tp.profiler")
-
-
-@dataclass
-class MeasureSettings:
-    min_repeats: int = 3
-    max_repeats: int = 40
-    point_budget_s: float = 0.3  # stop repeating a grid point after this long
-    warmup: int = 1  # one-layer warm-ups per point (new shapes), not whole passes
-    busy_threshold: float = 0.10  # other processes' share of the machine's CPU
-    retries: int = 2  # re-measure a busy point this many times before flagging it
-    quiet_wait_s: float = 30.0  # before a retry, wait up to this long for the machine to calm
-    # Passes over the whole grid; each point's repeats are split across them. None: 1 at one
-    # thread, 3 at more (multi-thread speed on a shared VM switches between states ~25%
-    # apart for tens of seconds at a time; several sweeps average the states instead of
-    # freezing whichever one a point happened to fall in).
-    sweeps: int | None = None
-
-    def sweeps_for(self, threads: int) -> int:
-        return self.sweeps if self.sweeps else (1 if threads == 1 else 3)
-
-    def per_sweep(self, sweeps: int) -> "MeasureSettings":
-        return replace(self, min_repeats=max(1, -(-self.min_repeats // sweeps)),
-                       max_repeats=max(1, -(-self.max_repeats // sweeps)),
-                       point_budget_s=self.point_budget_s / sweeps)
 
 
 def wait_for_quiet(threshold: float, max_wait_s: float, window_s: float = 0.5) -> bool:
@@ -112,7 +91,7 @@ class PassTimer:
         ctx, _ = layer.attention(x, None, need_probs=False)
         layer.finish(x, ctx)
         self.pruning_pass(layers=1)
-        m.classifier(torch.tanh(m.pooler(x[:, 0])))
+        m.classify(x)
 
     def plain_pass(self) -> dict[str, float]:
         """embed + every layer as a non-pruning layer + head; ms per component (per layer)."""
@@ -130,7 +109,7 @@ class PassTimer:
             sdpa += b - a
             fin += c - b
         a = self._t()
-        m.classifier(torch.tanh(m.pooler(x[:, 0])))
+        m.classify(x)
         b = self._t()
         return {"embed": (t1 - t0) * 1e3, "attn_sdpa": sdpa / L * 1e3,
                 "finish": fin / L * 1e3, "head": (b - a) * 1e3}
@@ -167,9 +146,10 @@ class PointResult:
 
 
 @torch.inference_mode()
-def measure_point(model: PrunedBert, batch: int, n: int, device: str, s: MeasureSettings
-                  ) -> PointResult:
-    timer = PassTimer(model, batch, n, device)
+def measure_point(model: PrunedBert, batch: int, n: int, device: str, s: MeasureSettings,
+                  timer_for: TimerFactory | None = None) -> PointResult:
+    """``timer_for(batch, n)`` times another backend's passes (default: the encoder's)."""
+    timer = (timer_for or (lambda b, k: PassTimer(model, b, k, device)))(batch, n)
     for _ in range(s.warmup):  # first calls at a new shape pay one-off costs
         timer.warm()
     other = 1.0
@@ -214,9 +194,12 @@ def merge(results: list[PointResult]) -> PointResult:
                        max(r.other_cpu for r in results), any(r.busy for r in results))
 
 
+TimerFactory = Callable[[int, int], Any]  # (batch, n) -> an object like PassTimer
+
+
 def measure_grid(model: PrunedBert, batch: int, threads: int, grid: Iterable[int], device: str,
                  s: MeasureSettings, done: set[int], on_point: Callable[[int, list[dict]], None],
-                 progress=None) -> None:
+                 progress=None, timer_for: TimerFactory | None = None) -> None:
     """Measure every grid point not in ``done``; ``on_point`` persists each as it finishes
     (after its last sweep; an interrupted sweep is measured again on resume).
 
@@ -232,12 +215,12 @@ def measure_grid(model: PrunedBert, batch: int, threads: int, grid: Iterable[int
     acc: dict[int, list[PointResult]] = {}
     for k in range(sweeps):
         for n in (todo if k % 2 == 0 else todo[::-1]):  # alternate direction: no point
-            res = measure_point(model, batch, n, device, part)  # always last in a sweep
+            res = measure_point(model, batch, n, device, part, timer_for)  # never last twice
             acc.setdefault(n, []).append(res)
             if k == sweeps - 1:
                 res = merge(acc.pop(n))
                 rows = point_rows(res, batch, threads, n)
-                if n != 1:
+                if n != grid[0]:  # the head's cost does not depend on n: stored once
                     rows = [r for r in rows if r["component"] != "head"]
                 on_point(n, rows)
             if progress is not None:

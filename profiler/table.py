@@ -10,7 +10,7 @@ Components (what the pruned encoder really executes, see pruning/encoder.py):
   attn_probs(n)  explicit attention with probabilities over n tokens
   select(n)      the keep step (importance scores, counts, top-k) and the gathers, n -> n/2
   finish(n)      output projection, residual, FFN on n tokens
-  head           pooler + classifier (stored at n = 1)
+  head           the classification head on the first token (stored at n = 1)
 """
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ from typing import Any
 
 import pandas as pd
 
-from pruning.checkpoint import ARCHS
 from pruning.config import ModelShape
 from pruning.errors import TpError
 from pruning.io_utils import atomic_write_text
+from pruning.model.archs import ARCHS
 
 COMPONENTS = ("embed", "attn_sdpa", "attn_probs", "select", "finish", "head")
 COLUMNS = ("batch", "threads", "component", "n", "median_ms", "p10_ms", "p90_ms", "repeats",
@@ -39,6 +39,10 @@ def shape_name(shape: ModelShape) -> str:
             return name
     return (f"bert-L{shape.num_layers}-H{shape.hidden_size}-A{shape.num_heads}"
             f"-F{shape.intermediate_size}")
+
+
+def table_stem(shape: ModelShape, backend: str = "torch") -> str:
+    return shape_name(shape) if backend == "torch" else f"{shape_name(shape)}@{backend}"
 
 
 def default_grid(max_len: int) -> list[int]:
@@ -78,6 +82,8 @@ class LatencyTable:
     grid: list[int]
     settings: dict[str, Any] = field(default_factory=dict)
     calibration: dict[str, dict[str, float]] = field(default_factory=dict)  # "b{B}-t{T}"
+    backend: str = "torch"  # the runtime the entries were timed on (pruning.runtime)
+    runtime: dict[str, Any] = field(default_factory=dict)  # its versions and session options
 
     @property
     def machine_id(self) -> str:
@@ -86,6 +92,11 @@ class LatencyTable:
     @property
     def name(self) -> str:
         return shape_name(self.shape)
+
+    @property
+    def stem(self) -> str:
+        """File stem: the shape, and the backend unless it is torch (the original tables)."""
+        return table_stem(self.shape, self.backend)
 
     def combos(self) -> list[tuple[int, int]]:
         """(batch, threads) pairs the table holds a complete grid for."""
@@ -99,7 +110,7 @@ class LatencyTable:
         e = self.entries
         g = e[(e.batch == batch) & (e.threads == threads) & (e.component == name)]
         if g.empty:
-            raise TpError(f"latency table {self.machine_id}/{self.name} has no {name} entries "
+            raise TpError(f"latency table {self.machine_id}/{self.stem} has no {name} entries "
                           f"for batch {batch}, {threads} thread(s); profile them with "
                           f"tp-profile --batch {batch} --threads {threads}")
         g = g.sort_values("n")
@@ -108,7 +119,7 @@ class LatencyTable:
     # ---- files -------------------------------------------------------------------------
     def paths(self, results: Path) -> tuple[Path, Path]:
         d = Path(results) / "machines" / self.machine_id
-        return d / f"{self.name}.csv", d / f"{self.name}.json"
+        return d / f"{self.stem}.csv", d / f"{self.stem}.json"
 
     def save(self, results: Path) -> Path:
         csv_path, json_path = self.paths(results)
@@ -121,6 +132,7 @@ class LatencyTable:
         meta = {"version": TABLE_VERSION, "shape": self.shape.__dict__, "shape_name": self.name,
                 "machine": self.machine, "device": self.device, "grid": self.grid,
                 "settings": self.settings, "calibration": self.calibration,
+                "backend": self.backend, "runtime": self.runtime,
                 "combos": [list(c) for c in self.combos()]}
         atomic_write_text(json_path, json.dumps(meta, indent=2) + "\n")
         return csv_path
@@ -143,4 +155,5 @@ class LatencyTable:
         if missing:
             raise TpError(f"{json_path.with_suffix('.csv')}: missing columns {sorted(missing)}")
         return cls(ModelShape(**meta["shape"]), meta["machine"], meta["device"], entries,
-                   meta["grid"], meta.get("settings", {}), meta.get("calibration", {}))
+                   meta["grid"], meta.get("settings", {}), meta.get("calibration", {}),
+                   meta.get("backend", "torch"), meta.get("runtime", {}))

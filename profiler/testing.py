@@ -17,7 +17,7 @@ def fake_fingerprint(name: str = "test-machine", torch: str = "2.13.0") -> Finge
 
 def synthetic_table(shape: ModelShape, max_len: int = 128, combos=((1, 1),),
                     ms_per_gmac: float = 1.0, fp: Fingerprint | None = None,
-                    overhead_ms: float = 0.01) -> LatencyTable:
+                    overhead_ms: float = 0.01, backend: str = "torch") -> LatencyTable:
     """A table whose component costs follow the MACs formula plus a small fixed overhead."""
     d, f, H = shape.hidden_size, shape.intermediate_size, shape.num_heads
     cost = {
@@ -39,4 +39,4 @@ def synthetic_table(shape: ModelShape, max_len: int = 128, combos=((1, 1),),
                                  other_cpu=0.0, busy=False))
     fp = fp or fake_fingerprint()
     return LatencyTable(shape, fp.to_dict(), "cpu", pd.DataFrame(rows), grid,
-                        settings={"synthetic": True})
+                        settings={"synthetic": True}, backend=backend)

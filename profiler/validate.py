@@ -10,12 +10,13 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from pruning.bench import fixed_inputs
+from pruning.bench.timing import time_interleaved
 from pruning.config import PruningConfig
-from pruning.encoder import PrunedBert
 from pruning.macs import dense_macs, schedule_macs
-from pruning.timing import time_interleaved
+from pruning.model.encoder import PrunedBert
 
 from .build import random_schedule
+from .ort_measure import full_pass
 from .predictor import Predictor
 
 
@@ -55,9 +56,10 @@ def validate(model: PrunedBert, pred: Predictor, seq_len: int, samples: int, dev
     shape = model.shape
     cfgs = [random_schedule(shape, seq_len, rng) for _ in range(samples)]
     ids = fixed_inputs(model, None, seq_len, pred.batch, seed=seq_len)["input_ids"].to(device)
-    fns = {str(i): (lambda c=c: model(ids, pruning=c)) for i, c in enumerate(cfgs)}
-    dense = PruningConfig.dense(shape)  # built once: the lambda runs inside the timed loop
-    fns["dense"] = lambda: model(ids, pruning=dense)
+    run = full_pass(model, pred.table.backend, pred.threads)  # the table's own backend
+    fns = {str(i): run(c, ids) for i, c in enumerate(tqdm(
+        cfgs, desc="building schedules", disable=pred.table.backend == "torch", leave=False))}
+    fns["dense"] = run(PruningConfig.dense(shape), ids)
     with tqdm(total=repeats, desc=f"validating b{pred.batch} t{pred.threads} n{seq_len}",
               unit="round") as bar:
         t0 = time.perf_counter()

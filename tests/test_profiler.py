@@ -125,7 +125,7 @@ def test_build_resumes_after_interruption(tmp_path, monkeypatch):
     real = build.measure_grid
     seen = []
 
-    def interrupted(model, b, t, grid, device, ms, done, on_point, progress=None):
+    def interrupted(model, b, t, grid, device, ms, done, on_point, progress=None, timers=None):
         def stop_after_two(n, rows):
             on_point(n, rows)
             seen.append(n)
@@ -143,7 +143,8 @@ def test_build_resumes_after_interruption(tmp_path, monkeypatch):
     assert sorted(pd.read_csv(partial).n.unique()) == [1, 2]
 
     measured = []
-    monkeypatch.setattr(build, "measure_grid", lambda m, b, t, grid, d, ms, done, on, p=None:
+    monkeypatch.setattr(build, "measure_grid", lambda m, b, t, grid, d, ms, done, on, p=None,
+                        timers=None:
                         (measured.extend(n for n in grid if n not in done),
                          real(m, b, t, grid, d, ms, done, on, p)))
     table = build_table(model, fp, tmp_path, s)
@@ -157,10 +158,10 @@ def test_build_resumes_after_interruption(tmp_path, monkeypatch):
 
 
 def test_cli_builds_and_validates_tiny_table(tmp_path, monkeypatch, capsys):
-    import profiler.cli as cli
-    monkeypatch.setattr(cli, "random_model", lambda arch: random_model(tiny_arch()))
+    import pruning.model.checkpoint as checkpoint  # tp-profile imports it when it runs
+    monkeypatch.setattr(checkpoint, "random_model", lambda arch: random_model(tiny_arch()))
     rc = profile_main(["--arch", "bert-base", "--max-len", "8", "--grid", "1,2,4,8",
-                       "--point-budget", "0", "--min-repeats", "1", "--out", str(tmp_path),
+                       "--point-budget", "0", "--min-repeats", "1", "--quiet-wait", "0", "--out", str(tmp_path),
                        "--validate", "--samples", "2", "--seq-len", "8", "--format", "json",
                        "-q"])
     assert rc == 0
@@ -241,7 +242,7 @@ def test_recalibrate_keeps_the_grid_and_refits(tmp_path, capsys):
     from pruning.testing import make_tiny_checkpoint
     make_tiny_checkpoint(tmp_path / "m")
     base = ["--model", str(tmp_path / "m"), "--max-len", "8", "--grid", "1,4,8", "--out",
-            str(tmp_path / "r"), "--min-repeats", "1", "--point-budget", "0"]
+            str(tmp_path / "r"), "--min-repeats", "1", "--point-budget", "0", "--quiet-wait", "0"]
     assert profile_main(base + ["--format", "json"]) == 0
     path = next((tmp_path / "r" / "machines").glob("*/*.json"))
     if path.name == "machine.json":
@@ -249,7 +250,7 @@ def test_recalibrate_keeps_the_grid_and_refits(tmp_path, capsys):
     before = LatencyTable.load(path)
     # without --max-len: the table's own length bounds the calibration, not the 512 default
     assert profile_main(["--model", str(tmp_path / "m"), "--out", str(tmp_path / "r"),
-                         "--recalibrate"]) == 0
+                         "--recalibrate", "--quiet-wait", "0"]) == 0
     after = LatencyTable.load(path)
     pd.testing.assert_frame_equal(after.entries, before.entries)
     assert after.calibration["b1-t1"]["lengths"] and \
