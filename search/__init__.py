@@ -6,22 +6,15 @@ their own. Names are imported on first use, so ``tp-search --help`` does not loa
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from pruning.lazy import lazy_exports
 
 _EXPORTS = {
-    "Measurement": "measure", "measure": "measure",
+    "Measurement": "measure",
     "Check": "objective", "Checker": "objective", "Objective": "objective",
     "ProxyEvaluator": "objective", "expected_latency": "objective", "fastest": "objective",
     "Entry": "record", "Record": "record",
     "SearchSpace": "space", "keep_key": "space",
-    "MachineChoice": "study", "SearchResult": "study", "SearchSettings": "study",
-    "run_search": "study",
+    "MachineChoice": "settings", "SearchResult": "settings", "SearchSettings": "settings",
+    "run_search": "run",
 }
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -11,12 +11,23 @@ import sys
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterator
 
-from pruning.cli_utils import add_common, dump_json, guarded, int_list, positive_int, \
-    print_table, setup_logging
+from pruning.cli_utils import (
+    Parser,
+    add_common,
+    device,
+    dump_json,
+    guarded,
+    int_list,
+    name_list,
+    positive_int,
+    print_table,
+    require_device,
+    setup_logging,
+)
 from pruning.errors import EXIT_INFEASIBLE
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .study import SearchResult, SearchSettings
+    from .settings import SearchResult, SearchSettings
 
 EPILOG = f"""\
 exit codes: 0 success (also when the dense model already meets the target: its
@@ -47,21 +58,42 @@ def machine_list(text: str) -> list[str]:
     return ids
 
 
+def length_list(text: str) -> list[int]:
+    if text.strip().lower() == "none":
+        return [0]
+    try:
+        vals = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated token counts or none, got "
+                                         f"{text!r}") from None
+    if not vals or vals[0] < 0:
+        raise argparse.ArgumentTypeError(f"expected token counts >= 0, got {text!r}")
+    return vals
+
+
 def add_search_args(p: argparse.ArgumentParser) -> None:
     """Every tp-search flag except -v/-q and --format (callers add those once)."""
     t = p.add_argument_group("target and workload")
     t.add_argument("--latency-ms", type=positive_float, required=True,
-                   help="predicted latency target (ms) for one input of --seq-len real tokens")
+                   help="latency target (ms) at --percentile of the --workload's requests")
     t.add_argument("--flops-reduction", type=positive_float, metavar="R",
                    help="also require a MACs reduction >= R at the workload")
     t.add_argument("--seq-len", type=positive_int,
                    help="workload max length: the constraint holds for an input of this many "
                         "real tokens, and the proxy evaluation truncates to it (default: the "
                         "task's max length, 128 for rotten_tomatoes)")
+    t.add_argument("--workload", choices=("max", "dev"), default="max",
+                   help="max: every request is one input of --seq-len real tokens (the "
+                        "worst case); dev: the task's real dev inputs truncated to --seq-len "
+                        "(default: max)")
+    t.add_argument("--percentile", type=positive_float, default=90.0,
+                   help="the target holds for this percentile of request latency, predicted "
+                        "and measured (default 90)")
     t.add_argument("--batch", type=positive_int, default=1, help="workload batch (default 1)")
     t.add_argument("--threads", type=positive_int, default=1,
                    help="workload threads (default 1)")
-    t.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    t.add_argument("--device", type=device, default="cpu",
+                   help="cpu, cuda or cuda:N (default: cpu)")
     t.add_argument("--machine", type=machine_list, default=[],
                    help="plan for these machines' latency tables (comma-separated ids; "
                         "default: this machine). With several: candidates feasible on any "
@@ -71,18 +103,27 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
     t.add_argument("--results", help="latency tables root (default: results, or "
                                      "$TP_SEARCH_RESULTS)")
     m = p.add_argument_group("model and data")
-    m.add_argument("--task", default="rotten_tomatoes",
-                   help="rotten_tomatoes, a GLUE task dir or a CSV/TSV file (default: %(default)s)")
+    m.add_argument("--task", default="bbc_news",
+                   help="rotten_tomatoes, bbc_news, a GLUE task dir, a CSV/TSV file or a dir "
+                        "of train/dev CSVs (default: %(default)s)")
     m.add_argument("--model", help="checkpoint to deploy (default: bundled all-MiniLM-L6-v2)")
     m.add_argument("--proxy-model", help="checkpoint whose static top-k metric ranks the "
                                          "candidates, e.g. a ranking-distilled one "
                                          "(default: --model)")
-    m.add_argument("--eval-samples", type=positive_int, default=300,
-                   help="fixed dev subset for the proxy metric (default 300)")
+    m.add_argument("--eval-samples", type=positive_int,
+                   help="fixed dev subset for the proxy metric (default: the task's budget, "
+                        "300)")
     m.add_argument("--eval-threads", type=positive_int,
                    help="torch threads for the proxy evaluation (default: --threads, which "
                         "also suits several workers on one machine)")
     s = p.add_argument_group("search")
+    s.add_argument("--backend", type=name_list, default=[],
+                   help="runtimes to search over, comma-separated: torch (PyTorch eager fp32), "
+                        "ort (ONNX Runtime fp32), ort-int8 (ONNX Runtime, dynamic int8 "
+                        "weights) (default: every one with a latency table for this machine)")
+    s.add_argument("--truncation", type=length_list,
+                   help="max input lengths to search over, e.g. 512,384,256,128, or none "
+                        "(default: 1, 3/4, 1/2, 3/8 and 1/4 of --seq-len)")
     s.add_argument("--trials", type=positive_int, default=100,
                    help="finished trials in the study in total (evaluated, or rejected by "
                         "the predictor at ~1 ms each), resumed runs and other workers "
@@ -128,9 +169,20 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--teacher", help="an already fine-tuned teacher: skip fine-tuning")
     g.add_argument("--cache", help="where the teacher and distilled student are kept "
                                    "(default: runs/<task>-<model>-seed<seed>)")
-    g.add_argument("--finetune-epochs", type=positive_float)
-    g.add_argument("--distill-epochs", type=positive_float)
-    g.add_argument("--prune-epochs", type=positive_float)
+    g.add_argument("--finetune-epochs", type=positive_float,
+                   help="teacher fine-tuning epochs (default: the task's budget, 1)")
+    g.add_argument("--distill-epochs", type=positive_float,
+                   help="ranking distillation epochs (default: the task's budget: 1; 0.5 "
+                        "for bbc_news)")
+    g.add_argument("--prune-epochs", type=positive_float,
+                   help="final training epochs (default: as --distill-epochs)")
+    g.add_argument("--train-max-len", type=positive_int,
+                   help="the training stages truncate inputs to this many tokens (default: "
+                        "the task's budget: 256 for bbc_news, else --seq-len); the teacher's "
+                        "reference metric, the search and the measurement use --seq-len")
+    g.add_argument("--rank-weight", type=float,
+                   help="ranking distillation weight alpha in the distill and train stages "
+                        "(default 0.02; 0: logit distillation only, the ablation)")
     g.add_argument("--max-steps", type=positive_int,
                    help="cap every training stage at this many steps (smoke runs)")
     g.add_argument("--margin", type=float, default=0.05,
@@ -148,15 +200,19 @@ def pipeline_from_args(args: argparse.Namespace):
         teacher=args.teacher, cache=args.cache, finetune_epochs=args.finetune_epochs,
         distill_epochs=args.distill_epochs, prune_epochs=args.prune_epochs,
         max_steps=args.max_steps, final_eval_samples=args.final_eval_samples,
+        train_max_len=args.train_max_len, rank_weight=args.rank_weight,
         margin=args.margin)
 
 
 def settings_from_args(args: argparse.Namespace) -> "SearchSettings":
-    from .study import SearchSettings
+    from .settings import SearchSettings
     return SearchSettings(
         latency_ms=args.latency_ms, task=args.task, model=args.model,
         proxy_model=args.proxy_model, machines=tuple(args.machine), results=args.results,
-        seq_len=args.seq_len, batch=args.batch, threads=args.threads, device=args.device,
+        seq_len=args.seq_len, workload=args.workload, percentile=args.percentile,
+        backends=tuple(args.backend),
+        truncation=None if args.truncation is None else tuple(args.truncation),
+        batch=args.batch, threads=args.threads, device=args.device,
         flops_reduction=args.flops_reduction, trials=args.trials, population=args.population,
         eval_samples=args.eval_samples, eval_threads=args.eval_threads, seed=args.seed,
         out=args.out, storage=args.storage, study_name=args.study_name, measure=not args.no_measure, repeats=args.repeats,
@@ -165,7 +221,7 @@ def settings_from_args(args: argparse.Namespace) -> "SearchSettings":
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="tp-search", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="The main job: profile this machine, fine-tune a teacher, distil its\n"
                     "token ranking into early layers, search, train the chosen configuration\n"
@@ -199,16 +255,14 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 def summary_rows(r: "SearchResult") -> list[tuple[str, str]]:
-    from .space import keep_key
     rows = [("status", "dense model meets the target (no search)" if r.status == "dense"
              else f"searched ({r.stats.get('complete', 0)} complete trials)"),
             ("workload", r.workload_text()),
-            ("target", f"{r.target_ms:g} ms predicted"
+            ("target", f"{r.target_ms:g} ms at p{r.load.percentile:g}"
                        + (f", MACs reduction >= {r.settings.flops_reduction:g}x"
                           if r.settings.flops_reduction else ""))]
     for c in r.choices:
-        keep = keep_key(c.config.keep) if c.config.keep else "dense"
-        rows += [(f"{c.machine_id}", f"keep {keep}"),
+        rows += [(f"{c.machine_id}", c.candidate.describe()),
                  ("  predicted", f"{c.latency_ms:.3f} ms (dense {c.dense_ms:.3f} ms); "
                                  f"over dev lengths {c.expected_ms or float('nan'):.3f} ms"),
                  ("  proxy " + r.metric_name, f"{c.metric:.4f} (dense {r.dense_metric:.4f})"),
@@ -217,8 +271,9 @@ def summary_rows(r: "SearchResult") -> list[tuple[str, str]]:
                                       f"{c.macs['padded']:.2f}x vs padded to {r.seq_len}")]
         m = c.measurement
         rows.append(("  measured", c.measure_note if m is None else
-                     f"{m.chosen.median_ms:.3f} ms (dense {m.dense.median_ms:.3f} ms), "
-                     f"prediction error {m.error_pct:+.1f}%"
+                     f"p{m.percentile:g} {m.chosen_ms:.3f} ms, median "
+                     f"{m.chosen.median_ms:.3f} ms (dense on {c.backend} "
+                     f"{m.dense.median_ms:.3f} ms), prediction error {m.error_pct:+.1f}%"
                      + ("" if m.meets_target else " -- MISSES THE TARGET")))
     rows += [("seed", str(r.settings.seed)), ("outputs", str(r.out_dir))]
     return rows
@@ -231,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .study import run_search
+    require_device(args.device)
+    from .run import run_search
     if not args.search_only:
         from .pipeline import run_pipeline
         with sigterm_as_interrupt():

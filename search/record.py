@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from optuna.trial import TrialState, create_trial
+
 from .objective import ATTR
 from .space import SearchSpace
 
@@ -49,7 +51,6 @@ class Entry:
         return self.attrs.get("metric") is not None
 
     def frozen(self, space: SearchSpace) -> Any:
-        from optuna.trial import TrialState, create_trial
         return create_trial(state=TrialState.COMPLETE, values=list(self.values),
                             params=dict(self.params),
                             distributions=space.distributions(self.params),
@@ -95,7 +96,6 @@ class Record:
     # ---- reading ------------------------------------------------------------------------
     def pull(self) -> list[Entry]:
         """Read what other runs and workers recorded since the last pull; returns new ones."""
-        from optuna.trial import TrialState
         new: list[Entry] = []
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             if t.number in self._seen_trials:

@@ -2,11 +2,16 @@
 PostgreSQL or MySQL for workers on several machines). See record.py for what is stored."""
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any
+
+import optuna
+import sqlalchemy.exc
+from sqlalchemy.engine import make_url
 
 from pruning.errors import TpError
 
@@ -22,7 +27,6 @@ def storage_url(storage: str | None, out_dir: Path) -> str:
 def with_driver(url: str) -> str:
     """``postgresql://`` means psycopg 3 to SQLAlchemy 2.1; use psycopg2 when only it is
     installed (pyproject's test extra installs psycopg2-binary)."""
-    import importlib.util
     if url.startswith(("postgresql://", "postgres://")) and \
             importlib.util.find_spec("psycopg") is None and \
             importlib.util.find_spec("psycopg2") is not None:
@@ -33,7 +37,6 @@ def with_driver(url: str) -> str:
 def redact(url: str) -> str:
     """The URL without its password, for logs and reports."""
     try:
-        from sqlalchemy.engine import make_url
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return url.split("@")[-1] if "@" in url else url
@@ -59,8 +62,6 @@ class WalConnection(sqlite3.Connection):
 
 def open_storage(url: str, attempts: int = 5) -> Any:
     """An ``RDBStorage``; retried while concurrent workers create the schema."""
-    import optuna
-    import sqlalchemy.exc
 
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
@@ -74,8 +75,10 @@ def open_storage(url: str, attempts: int = 5) -> Any:
         except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError,
                 sqlalchemy.exc.ProgrammingError) as e:
             if attempt + 1 == attempts:
+                why = str(e.orig if hasattr(e, "orig") else e).strip().splitlines()
                 raise TpError(f"cannot open storage {redact(url)}: "
-                              f"{str(e.orig if hasattr(e, 'orig') else e).strip()}") from None
+                              f"{why[0] if why else type(e).__name__}; check the URL and "
+                              "that the database server is running") from None
             time.sleep(0.2 * (attempt + 1))  # another worker is creating the tables
         except sqlalchemy.exc.ArgumentError as e:
             raise TpError(f"--storage {redact(url)}: not a database URL ({e}); use e.g. "

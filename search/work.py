@@ -15,8 +15,16 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+import optuna
+from optuna.trial import TrialState, create_trial
+
 from .record import Entry
 from .space import SearchSpace
+
+try:  # Study.tell deep-copies the finished trial for its return value: ~0.3 ms
+    from optuna.study._tell import _tell_with_warning
+except ImportError:  # another Optuna version: the public, slower path
+    _tell_with_warning = None
 
 DIRECTIONS = ("maximize", "minimize")  # proxy metric, predicted latency (first machine)
 
@@ -32,7 +40,6 @@ class WorkStudy:
     def _fresh(self) -> Any:
         """A new in-memory study and sampler (the sampler caches per-study state); the
         sampler seed follows from the run's seed and the compaction count."""
-        import optuna
         seed = (self.seed + 7919 * self.compactions) % 2**32
         self.sampler = optuna.samplers.NSGAIISampler(population_size=self.population,
                                                      seed=seed)
@@ -49,9 +56,7 @@ class WorkStudy:
     def tell(self, trial: Any, values: Any) -> Any:
         """Finish ``trial``; returns its FrozenTrial (not a copy: do not modify it)."""
         study = trial.study  # compaction only ever happens here, between trials
-        try:  # Study.tell deep-copies the finished trial for its return value: ~0.3 ms
-            from optuna.study._tell import _tell_with_warning
-        except ImportError:  # another Optuna version: the public, slower path
+        if _tell_with_warning is None:
             ft = study.tell(trial, values)
         else:
             _tell_with_warning(study=study, trial=trial, value_or_values=values,
@@ -62,7 +67,6 @@ class WorkStudy:
 
     def maybe_compact(self) -> None:
         """Compact once the history reaches ``limit`` (never while a trial is running)."""
-        from optuna.trial import TrialState
         if self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             return
         if len(self.study.get_trials(deepcopy=False)) >= self.limit:
@@ -73,7 +77,6 @@ class WorkStudy:
 
     # ---- history ------------------------------------------------------------------------
     def _complete(self) -> list[Any]:
-        from optuna.trial import TrialState
         return self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
     def generation(self) -> int:
@@ -94,7 +97,6 @@ class WorkStudy:
 
     def compact(self) -> None:
         """Keep only the parents NSGA-II would select next, as generation 0 of a new study."""
-        from optuna.trial import TrialState, create_trial
         done = self._complete()
         if not done:
             return

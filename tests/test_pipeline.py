@@ -12,9 +12,11 @@ from pruning import ModelShape
 from pruning.testing import make_tiny_checkpoint, random_sentences
 from search.cli import main
 from search.objective import fastest
-from search.pipeline import PipelineSettings, ensure_table
+from search.pipeline import PipelineSettings
+from search.profiling import ensure_tables
+from search.settings import SearchSettings
 from search.space import SearchSpace
-from search.study import SearchSettings
+from search.workload import Workload
 
 SHAPE = ModelShape(4, 32, 4, 64)
 
@@ -33,11 +35,11 @@ def env(tmp_path_factory):
 
 
 def test_profile_stage_measures_a_missing_table(env, tmp_path, monkeypatch):
-    import profiler.build
-    monkeypatch.setattr(profiler.build.MeasureSettings, "__init__",
-                        _fast_measure_init(profiler.build.MeasureSettings.__init__))
-    s = SearchSettings(latency_ms=1.0, results=str(tmp_path / "res"))
-    ensure_table(s, SHAPE, 16)
+    import profiler.settings
+    monkeypatch.setattr(profiler.settings.MeasureSettings, "__init__",
+                        _fast_measure_init(profiler.settings.MeasureSettings.__init__))
+    s = SearchSettings(latency_ms=1.0, results=str(tmp_path / "res"), backends=("torch",))
+    ensure_tables(s, SHAPE, 16)
     pred = load_predictor(SHAPE, results=tmp_path / "res")
     assert pred.max_len == 16 and pred.table.combos() == [(1, 1)]
     assert pred.table.machine_id == fingerprint().machine_id
@@ -49,10 +51,10 @@ def test_pipeline_end_to_end_and_resume(env, tmp_path, capsys):
     synthetic_table(SHAPE, max_len=64, ms_per_gmac=2000, overhead_ms=0.001,
                     fp=fingerprint()).save(env["results"])
     pred = load_predictor(SHAPE, results=env["results"])
-    lo = fastest(SearchSpace(SHAPE), pred, 32)[1]
+    lo = fastest(SearchSpace(SHAPE), {"torch": pred}, Workload("max", 32))[1]
     target = round(lo + 0.6 * (pred.dense(32) - lo), 4)
     out = tmp_path / "run"
-    argv = ["--latency-ms", str(target), "--task", str(env["task"]), "--model",
+    argv = ["--latency-ms", str(target), "--backend", "torch", "--task", str(env["task"]), "--model",
             str(env["model"]), "--results", str(env["results"]), "--seq-len", "32",
             "--trials", "10", "--population", "6", "--eval-samples", "30", "--max-steps", "3",
             "--cache", str(tmp_path / "cache"), "--out", str(out), "--repeats", "5",
@@ -91,5 +93,5 @@ def test_pipeline_no_train_and_bad_method(env, tmp_path, capsys):
 def _fast_measure_init(orig):
     def init(self, *a, **k):
         orig(self, *a, **k)
-        self.min_repeats, self.point_budget_s, self.warmup = 3, 0.0, 1
+        self.min_repeats, self.point_budget_s, self.warmup, self.retries = 3, 0.0, 1, 0
     return init

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-import search.objective
+import search.proxy
 from profiler import fingerprint
 from profiler.testing import fake_fingerprint, synthetic_table
 from pruning import ModelShape, PruningConfig
@@ -42,17 +42,17 @@ def args(env, out, *extra, machine=None):
     return ["--task", str(env["task"]), "--model", str(env["model"]),
             "--machine", machine or env["machine"], "--results", str(env["results"]),
             "--eval-samples", "40", "--population", "8", "--out", str(out), "-q",
-            "--search-only", *extra]
+            "--search-only", "--truncation", "none", *extra]
 
 
 def count_evaluations(monkeypatch):
     calls = []
-    real = search.objective.evaluate
+    real = search.proxy.evaluate
 
     def counting(*a, **k):
         calls.append(k.get("pruning"))
         return real(*a, **k)
-    monkeypatch.setattr(search.objective, "evaluate", counting)
+    monkeypatch.setattr(search.proxy, "evaluate", counting)
     return calls
 
 

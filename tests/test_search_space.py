@@ -9,6 +9,14 @@ from profiler.predictor import Predictor
 from profiler.testing import synthetic_table
 from pruning import ModelShape, PruningConfig, TpError
 from search import Checker, Objective, SearchSpace, expected_latency, fastest, keep_key
+from search.space import Candidate
+from search.workload import Workload
+
+W64 = Workload("max", 64)  # one input of 64 real tokens
+
+
+def cand(cfg):
+    return Candidate("torch", 0, cfg)
 from search.space import prune_param, ratio_param
 
 SHAPE = ModelShape(6, 64, 4, 128)
@@ -74,7 +82,8 @@ def test_define_by_run_is_conditional():
 
 def test_fastest_matches_brute_force(pred):
     space = SearchSpace(SHAPE)
-    cfg, ms = fastest(space, pred, 64)
+    c, ms = fastest(space, {"torch": pred}, W64)
+    cfg = c.config
     brute = min(pred.predict(space.chain(c), 64) for r in range(len(space.layers) + 1)
                 for c in itertools.combinations(space.layers, r))
     assert ms == pytest.approx(brute)
@@ -87,13 +96,13 @@ def test_fastest_matches_brute_force(pred):
 def test_checker_and_expected_latency(pred):
     space = SearchSpace(SHAPE)
     target = 0.7 * pred.dense(64)
-    chk = Checker({"m": pred}, target, 64, flops_reduction=1.5)
+    chk = Checker({"m": {"torch": pred}}, target, W64, flops_reduction=1.5)
     for cfg in (space.chain(), space.chain(()), space.chain((5,))):
-        c = chk(cfg)
+        c = chk(cand(cfg))
         lat_ok = c.latency_ms["m"] <= target
         assert c.constraints[0] == pytest.approx(c.latency_ms["m"] - target)
         assert c.feasible["m"] == (lat_ok and c.macs_reduction >= 1.5)
-    assert not chk(space.chain(())).any_feasible  # dense: neither constraint
+    assert not chk(cand(space.chain(()))).any_feasible  # dense: neither constraint
     cfg = space.chain((2,))
     lengths = [5, 5, 20, 64]
     exp = expected_latency(pred, cfg, lengths)
@@ -110,10 +119,10 @@ def test_objective_never_evaluates_infeasible_and_caches(pred):
         calls.append(keep_key(cfg.keep))
         return sum(cfg.keep) / len(cfg.keep)
 
-    obj = Objective(space, Checker({"m": pred}, target, 64), evaluator)
+    obj = Objective(space, Checker({"m": {"torch": pred}}, target, W64), evaluator)
     study = optuna.create_study(directions=["maximize", "minimize"],
                                 sampler=optuna.samplers.NSGAIISampler(seed=0, population_size=8))
-    fast = fastest(space, pred, 64)[0]
+    fast = fastest(space, {"torch": pred}, W64)[0].config
     for _ in range(3):  # the same configuration three times: evaluated once
         study.enqueue_trial(space.to_params(fast))
     study.optimize(obj, n_trials=60)
@@ -134,7 +143,7 @@ def test_work_study_compaction_keeps_the_elite(pred):
     from search.record import Entry
     from search.work import WorkStudy
     space = SearchSpace(SHAPE)
-    obj = Objective(space, Checker({"m": pred}, 0.6 * pred.dense(64), 64),
+    obj = Objective(space, Checker({"m": {"torch": pred}}, 0.6 * pred.dense(64), W64),
                     lambda cfg: sum(cfg.keep) / len(cfg.keep))
     work = WorkStudy(space, seed=0, population=8, limit=40)
     best = []
@@ -163,7 +172,7 @@ def test_dev_reductions_match_macs_report():
     from collections import Counter
 
     from pruning import macs_report
-    from search.report import dev_reductions
+    from search.tables import dev_reductions
     lengths = [5, 9, 9, 30, 64, 64, 64, 17]
     for cfg in (SearchSpace(SHAPE).chain(), SearchSpace(SHAPE).chain((3,)),
                 PruningConfig.topk(SHAPE, [1, 0.9, 0.5, 0.5, 0.3, 0.3])):

@@ -1,0 +1,192 @@
+"""Resolving a search's inputs once: task, dev subset, proxy model, workload, latency
+predictors per machine and backend, and the space (backends, truncation lengths).
+
+Also the study's identity (what makes two runs the same study), derived from the resolved
+inputs rather than from the command line.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from profiler import fingerprint, load_predictor
+from pruning.bench.memory import check_fits
+from pruning.config import ModelShape
+from pruning.data import load_task, real_lengths, task_spec
+from pruning.errors import TpError
+from pruning.model.checkpoint import (
+    DEFAULT_MODEL,
+    default_model_dir,
+    encoder_config,
+    from_pretrained,
+    read_hf_config,
+    resolve_model_dir,
+)
+
+from .objective import Predictors
+from .proxy import ProxyEvaluator, RunnerFor
+from .runners import build_runner
+from .settings import TRUNCATION, SearchSettings
+from .space import SearchSpace
+from .workload import Workload, dev_requests
+
+BACKENDS = ("torch", "ort", "ort-int8")  # in order of preference when equally good
+
+log = logging.getLogger("tp.search")
+
+
+@dataclass
+class Context:
+    """Everything a search needs, loaded once."""
+
+    task_name: str
+    split: Any  # the fixed dev subset
+    lengths: list[int]  # its real lengths, truncated to seq_len
+    model: Any  # the proxy model
+    model_dir: Path
+    proxy_dir: Path
+    shape: ModelShape
+    seq_len: int
+    workload: Workload
+    predictors: Predictors  # [machine][backend]
+    space: SearchSpace
+    evaluator: ProxyEvaluator
+    here_id: str | None
+
+
+def model_shape(path: Path) -> tuple[ModelShape, int]:
+    c = encoder_config(read_hf_config(path), 2)
+    return c.shape, c.max_len
+
+
+def prepare(s: SearchSettings, runner_for: RunnerFor | None = None) -> Context:
+    """Resolve ``s``; ``runner_for(precision)`` builds the runner that evaluates non-fp32
+    candidates (the ONNX Runtime int8 graph)."""
+
+    if s.latency_ms <= 0:
+        raise TpError(f"--latency-ms {s.latency_ms}: the target must be positive")
+    if s.flops_reduction is not None and s.flops_reduction < 1:
+        raise TpError(f"--flops-reduction {s.flops_reduction}: a reduction is a ratio >= 1")
+    if s.device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise TpError("--device cuda: no CUDA device visible to torch; use --device cpu")
+    spec = task_spec(s.task)
+    model_dir = resolve_model_dir(s.model)
+    proxy_dir = resolve_model_dir(s.proxy_model) if s.proxy_model else model_dir
+    model = from_pretrained(proxy_dir, num_labels=spec.num_labels).to(s.device)
+    archs = read_hf_config(proxy_dir).get("architectures") or []
+    if not any("ForSequenceClassification" in a for a in archs):
+        log.warning("%s has no classification head for %s: the proxy metric is that of a "
+                    "freshly initialised head (chance level); fine-tune first (tp-train) "
+                    "and pass the result as --model/--proxy-model", proxy_dir, spec.name)
+    shape = model.shape
+    if proxy_dir != model_dir:
+        mshape, _ = model_shape(model_dir)
+        if mshape != shape:
+            raise TpError(f"--proxy-model has {shape.describe()} but --model has "
+                          f"{mshape.describe()}: the proxy must have the model's shape")
+    positions = model.config.max_len
+    seq_len = s.seq_len or min(spec.max_len, positions)
+    if seq_len > positions:
+        raise TpError(f"--seq-len {seq_len} exceeds the model's {positions} positions")
+    check_fits(shape, s.batch, seq_len)
+    split = load_task(s.task, "dev").subset(s.eval_samples or spec.budget.eval_samples, s.seed)
+    lengths = real_lengths(model.tokenizer, split, seq_len)
+    workload = Workload(s.workload, seq_len, s.batch, s.percentile,
+                        dev_requests(lengths, seq_len))
+    predictors = load_predictors(s, shape, workload.length())
+    backends = tuple(b for b in BACKENDS if any(b in p for p in predictors.values()))
+    space = SearchSpace(shape, tuple(s.layers), s.min_ratio, s.max_ratio, s.floor,
+                        backends=backends, lengths=truncation_lengths(s.truncation, seq_len))
+    try:
+        here = fingerprint(s.device).machine_id
+    except Exception:  # fingerprinting is informative only here
+        here = None
+    if runner_for is None:  # int8 candidates run the proxy model's keep-input ONNX graph
+        def runner_for(precision: str) -> Any:
+            backend = "ort-int8" if precision == "int8" else "ort"
+            return build_runner(model, backend, None, s.eval_threads or s.threads,
+                                keep_input=True)
+    evaluator = ProxyEvaluator(model, split, seq_len, s.eval_batch, s.device, runner_for)
+    return Context(spec.name, split, lengths, model, model_dir, proxy_dir, shape, seq_len,
+                   workload, predictors, space, evaluator, here)
+
+
+def load_predictors(s: SearchSettings, shape: ModelShape, length: int) -> Predictors:
+    """Each machine's predictor per backend. Asked-for backends (``--backend``) must have a
+    table on every machine; by default every backend with a table on some machine is used."""
+    asked = s.backends or BACKENDS
+    unknown = [b for b in asked if b not in BACKENDS]
+    if unknown:
+        raise TpError(f"unknown backend {unknown[0]!r}: use {', '.join(BACKENDS)}")
+    out: dict[str, dict[str, Any]] = {}
+    for m in (s.machines or (None,)):
+        found: dict[str, Any] = {}
+        for b in asked:
+            try:
+                p = load_predictor(shape, s.device, m, s.threads, s.batch, s.results, b)
+            except TpError:
+                if s.backends or b == "torch":  # asked for, or the reference: say why
+                    raise
+                continue
+            p.dense(length)  # a TpError naming the table's range if the workload is off it
+            found[b] = p
+        machine = next(iter(found.values())).machine_id
+        out.setdefault(machine, found)
+    return out
+
+
+def truncation_lengths(asked: tuple[int, ...] | None, seq_len: int) -> tuple[int, ...]:
+    """Max lengths to search (0: no truncation). Default: TRUNCATION fractions of the
+    workload's length, multiples of 8, at least 16 tokens."""
+    if asked is None:
+        asked = tuple(max(16, int(f * seq_len) // 8 * 8) for f in TRUNCATION)
+    bad = [n for n in asked if n < 0 or n > seq_len]
+    if bad:
+        raise TpError(f"--truncation {bad[0]}: a max length must be in 1..{seq_len} (the "
+                      "workload's length), or 0 for none")
+    return tuple(sorted({0 if n in (0, seq_len) else n for n in asked},
+                        key=lambda n: (n != 0, -n)))
+
+
+def model_label(path: Path) -> str:
+    try:
+        if path == default_model_dir():
+            return DEFAULT_MODEL
+    except TpError:
+        pass
+    return path.resolve().name
+
+
+def dir_digest(path: Path) -> str:
+    """A cheap identity of a checkpoint: its config.json and its weight files' sizes."""
+    h = hashlib.sha1()
+    cfg = path / "config.json"
+    h.update(cfg.read_bytes() if cfg.is_file() else b"")
+    for f in sorted(path.iterdir()):
+        if f.suffix in (".safetensors", ".bin"):
+            h.update(f"{f.name}:{f.stat().st_size}".encode())
+    return h.hexdigest()[:12]
+
+
+def split_digest(split: Any) -> str:
+    h = hashlib.sha1()
+    for t, p, y in zip(split.texts, split.pairs or [None] * len(split), split.labels):
+        h.update(f"{t}\x00{p}\x00{y}\x01".encode())
+    return h.hexdigest()[:12]
+
+
+def identity(s: SearchSettings, ctx: Context) -> dict[str, Any]:
+    """What makes two runs the same study (not the trial count: it may grow on resume)."""
+    return {"task": ctx.task_name, "data": split_digest(ctx.split),
+            "model": dir_digest(ctx.model_dir), "proxy_model": dir_digest(ctx.proxy_dir),
+            "seq_len": ctx.seq_len, "workload": ctx.workload.to_dict(), "batch": s.batch,
+            "threads": s.threads,
+            "device": s.device, "machines": list(ctx.predictors), "latency_ms": s.latency_ms,
+            "flops_reduction": s.flops_reduction, "eval_samples": len(ctx.split),
+            "seed": s.seed, "population": s.population, "space": ctx.space.to_dict()}

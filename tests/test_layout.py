@@ -1,0 +1,103 @@
+"""The tree's own rules: layers point down (pruning <- profiler <- search, entry points
+excepted), modules import no circle, stay small, and CLI modules import without torch."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYERS = ("pruning", "profiler", "search")  # each may import only those before it
+MAX_LINES = 400
+CLI_MODULES = ("pruning.bench_cli", "pruning.train_cli", "profiler.cli", "search.cli")
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for layer in LAYERS:
+        for f in (ROOT / layer).rglob("*.py"):
+            parts = f.relative_to(ROOT).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            out[name] = f
+    return out
+
+
+def imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
+    """Project modules ``name`` imports at run time (``if TYPE_CHECKING:`` blocks skipped)."""
+    tree = ast.parse(path.read_text())
+    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+            and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skip or not isinstance(node, (ast.Import, ast.ImportFrom)):
+            continue
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        else:
+            base = node.module or ""
+            if node.level:
+                up = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(up + ([base] if base else []))
+            targets = [f"{base}.{a.name}" for a in node.names] + [base]
+        for t in targets:
+            while t and t not in known:  # `from pkg import name`: name may be a symbol
+                t = t.rpartition(".")[0]
+            if t and t != name:
+                found.add(t)
+    return found
+
+
+@pytest.fixture(scope="module")
+def graph() -> dict[str, set[str]]:
+    known = modules()
+    return {n: imports(n, p, known) for n, p in known.items()}
+
+
+def test_layers_only_point_down_outside_entry_points(graph):
+    bad = []
+    for name, deps in graph.items():
+        if "cli" in name.rpartition(".")[2]:
+            continue  # entry points wire the layers together
+        rank = LAYERS.index(name.split(".")[0])
+        bad += [f"{name} -> {d}" for d in deps if LAYERS.index(d.split(".")[0]) > rank]
+    assert not bad, "upward imports: " + ", ".join(sorted(bad))
+
+
+def test_no_import_cycles(graph):
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+    stack: list[str] = []
+
+    def visit(n: str) -> list[str] | None:
+        state[n] = 1
+        stack.append(n)
+        for d in sorted(graph.get(n, ())):
+            if d.startswith(n + "."):
+                continue  # a package importing its own submodules is not a cycle
+            if state.get(d) == 1 and not n.startswith(d + "."):
+                return stack[stack.index(d):] + [d]
+            if d not in state and (cycle := visit(d)):
+                return cycle
+        stack.pop()
+        state[n] = 2
+        return None
+
+    for n in sorted(graph):
+        if n not in state and (cycle := visit(n)):
+            pytest.fail("import cycle: " + " -> ".join(cycle))
+
+
+def test_modules_stay_small():
+    big = {n: len(p.read_text().splitlines()) for n, p in modules().items()}
+    big = {n: k for n, k in big.items() if k > MAX_LINES}
+    assert not big, f"modules over {MAX_LINES} lines: {big}"
+
+
+@pytest.mark.parametrize("module", CLI_MODULES)
+def test_cli_modules_import_without_torch(module):
+    code = f"import sys, {module}; sys.exit(1 if 'torch' in sys.modules else 0)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0, \
+        f"importing {module} loads torch: --help would pay for it"
