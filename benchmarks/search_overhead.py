@@ -1,6 +1,6 @@
 """Search machinery overhead per trial: NSGA-II sampling + constraint check, no data evaluation.
 
-Runs the real trial loop of ``tp-search`` (``search.study.run_trials``: NSGA-II on the
+Runs the real trial loop of ``tp-search`` (``search.loop.run_trials``: NSGA-II on the
 in-memory working study, define-by-run space, predictor constraint check, trial attributes
 and constraints, cache, and the durable record -- evaluated trials as Optuna trials,
 screened ones in batches) on a synthetic bert-base latency table, with the proxy evaluation
@@ -36,13 +36,13 @@ import optuna
 from profiler import fingerprint
 from profiler.predictor import Predictor
 from profiler.testing import synthetic_table
-from pruning.checkpoint import ARCHS
 from pruning.config import ModelShape
 from pruning.io_utils import atomic_write_text
+from pruning.model.archs import ARCHS
 from search import Checker, Objective, SearchSpace
+from search.loop import run_id, run_trials
 from search.record import Record
 from search.storage import open_storage
-from search.study import run_id, run_trials
 from search.work import WorkStudy
 
 BUDGET_MS = 2.0

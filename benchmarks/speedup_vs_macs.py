@@ -19,9 +19,9 @@ import torch
 
 from profiler.fingerprint import fingerprint
 from pruning import PruningConfig, random_model
+from pruning.bench.timing import Timing, time_interleaved
 from pruning.io_utils import atomic_write_text
 from pruning.macs import dense_macs, schedule_macs
-from pruning.timing import Timing, time_interleaved
 
 TARGETS = (1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
 
