@@ -110,6 +110,11 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
     m.add_argument("--proxy-model", help="checkpoint whose static top-k metric ranks the "
                                          "candidates, e.g. a ranking-distilled one "
                                          "(default: --model)")
+    m.add_argument("--dense-model", help="checkpoint that scores candidates which prune no "
+                                         "token (the levers alone), e.g. the fine-tuned "
+                                         "teacher when --proxy-model is a distilled student "
+                                         "(default: --proxy-model); the main job deploys "
+                                         "it when such a candidate wins")
     m.add_argument("--eval-samples", type=positive_int,
                    help="fixed dev subset for the proxy metric (default: the task's budget, "
                         "300)")
@@ -208,14 +213,16 @@ def settings_from_args(args: argparse.Namespace) -> "SearchSettings":
     from .settings import SearchSettings
     return SearchSettings(
         latency_ms=args.latency_ms, task=args.task, model=args.model,
-        proxy_model=args.proxy_model, machines=tuple(args.machine), results=args.results,
+        proxy_model=args.proxy_model, dense_model=args.dense_model,
+        machines=tuple(args.machine), results=args.results,
         seq_len=args.seq_len, workload=args.workload, percentile=args.percentile,
         backends=tuple(args.backend),
         truncation=None if args.truncation is None else tuple(args.truncation),
         batch=args.batch, threads=args.threads, device=args.device,
         flops_reduction=args.flops_reduction, trials=args.trials, population=args.population,
         eval_samples=args.eval_samples, eval_threads=args.eval_threads, seed=args.seed,
-        out=args.out, storage=args.storage, study_name=args.study_name, measure=not args.no_measure, repeats=args.repeats,
+        out=args.out, storage=args.storage, study_name=args.study_name,
+        measure=not args.no_measure, repeats=args.repeats,
         layers=tuple(args.layers), min_ratio=args.min_ratio, max_ratio=args.max_ratio,
         floor=args.floor, progress=not args.quiet)
 

@@ -50,6 +50,7 @@ class Context:
     model: Any  # the proxy model
     model_dir: Path
     proxy_dir: Path
+    dense_dir: Path  # the model scored (and deployed) for candidates that prune nothing
     shape: ModelShape
     seq_len: int
     workload: Workload
@@ -107,14 +108,27 @@ def prepare(s: SearchSettings, runner_for: RunnerFor | None = None) -> Context:
         here = fingerprint(s.device).machine_id
     except Exception:  # fingerprinting is informative only here
         here = None
-    if runner_for is None:  # int8 candidates run the proxy model's keep-input ONNX graph
-        def runner_for(precision: str) -> Any:
-            backend = "ort-int8" if precision == "int8" else "ort"
-            return build_runner(model, backend, None, s.eval_threads or s.threads,
-                                keep_input=True)
-    evaluator = ProxyEvaluator(model, split, seq_len, s.eval_batch, s.device, runner_for)
-    return Context(spec.name, split, lengths, model, model_dir, proxy_dir, shape, seq_len,
-                   workload, predictors, space, evaluator, here)
+    evaluator = ProxyEvaluator(model, split, seq_len, s.eval_batch, s.device,
+                               runner_for or onnx_runners(model, s))
+    dense_dir = resolve_model_dir(s.dense_model) if s.dense_model else proxy_dir
+    if dense_dir != proxy_dir:
+        dense = from_pretrained(dense_dir, num_labels=spec.num_labels).to(s.device)
+        if dense.shape != shape:
+            raise TpError(f"--dense-model has {dense.shape.describe()} but the proxy model "
+                          f"has {shape.describe()}: both must have the model's shape")
+        evaluator.dense = ProxyEvaluator(dense, split, seq_len, s.eval_batch, s.device,
+                                         runner_for or onnx_runners(dense, s))
+    return Context(spec.name, split, lengths, model, model_dir, proxy_dir, dense_dir, shape,
+                   seq_len, workload, predictors, space, evaluator, here)
+
+
+def onnx_runners(model: Any, s: SearchSettings) -> RunnerFor:
+    """Non-fp32 candidates run ``model``'s keep-input ONNX graph (one export per model)."""
+    def runner_for(precision: str) -> Any:
+        backend = "ort-int8" if precision == "int8" else "ort"
+        return build_runner(model, backend, None, s.eval_threads or s.threads,
+                            keep_input=True)
+    return runner_for
 
 
 def load_predictors(s: SearchSettings, shape: ModelShape, length: int) -> Predictors:
@@ -185,6 +199,7 @@ def identity(s: SearchSettings, ctx: Context) -> dict[str, Any]:
     """What makes two runs the same study (not the trial count: it may grow on resume)."""
     return {"task": ctx.task_name, "data": split_digest(ctx.split),
             "model": dir_digest(ctx.model_dir), "proxy_model": dir_digest(ctx.proxy_dir),
+            "dense_model": dir_digest(ctx.dense_dir),
             "seq_len": ctx.seq_len, "workload": ctx.workload.to_dict(), "batch": s.batch,
             "threads": s.threads,
             "device": s.device, "machines": list(ctx.predictors), "latency_ms": s.latency_ms,

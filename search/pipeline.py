@@ -179,7 +179,10 @@ def run_pipeline(p: PipelineSettings) -> PipelineResult:
     # 4. search on the distilled student, aiming under the target by the margin
     plan_ms = s.latency_ms * (1 - p.margin)
     # the proxy evaluation is throughput work: all cores (latency is only predicted there)
-    ss = replace(s, model=student, proxy_model=student, out=str(run_dir / "search"),
+    # a candidate that prunes nothing is scored (and deployed) as the teacher itself: only
+    # pruning candidates need the student's training
+    ss = replace(s, model=student, proxy_model=student, dense_model=teacher,
+                 out=str(run_dir / "search"),
                  seq_len=seq_len, latency_ms=plan_ms,
                  eval_threads=s.eval_threads or os.cpu_count() or 1)
     sr: SearchResult = stages.run("search", lambda: run_search(ss))
@@ -198,6 +201,10 @@ def run_pipeline(p: PipelineSettings) -> PipelineResult:
         final_dir = student
     elif sr.status == "dense":
         stages.skip("train", "the dense model already meets the target")
+        final_dir = teacher
+    elif choice.config.is_dense:
+        stages.skip("train", f"the chosen candidate prunes no token ({choice.describe()}): "
+                             "the teacher is deployed on it")
         final_dir = teacher
     else:
         latency = plan_ms if not s.machines or len(s.machines) == 1 else None
@@ -222,11 +229,12 @@ def run_pipeline(p: PipelineSettings) -> PipelineResult:
         final_dir = str(Path(out) / "model")
     # 6. deploy on the chosen backend and measure
     here = machine is None or machine == sr.here_id
-    config = None if p.train and sr.status != "dense" else sr.primary.config
+    static = not p.train or sr.status == "dense" or choice.config.is_dense
+    config = sr.primary.config if static else None
     summary = stages.run("measure", lambda: final_report(
         s, choice, final_dir, teacher, run_dir, sr.load, here, p.final_eval_samples, config))
     summary.update(planning_target_ms=plan_ms, margin=p.margin,
-                   method=p.method if p.train and sr.status != "dense" else "static",
+                   method="static" if static else p.method,
                    search={"proxy_metric": sr.primary.metric, "predicted_ms": sr.primary.latency_ms,
                            "backend": choice.backend, "max_len": choice.max_len,
                            "status": sr.status, "out": str(sr.out_dir)})

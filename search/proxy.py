@@ -6,6 +6,11 @@ evaluated quantized) and its inputs truncated to its ``max_len``. fp32 runs the 
 encoder (the reference every backend is checked against); other precisions run a runner
 built once by ``runner_for(precision)`` whose keep schedule is an input, so hundreds of
 schedules cost one export and one quantization.
+
+A candidate that prunes nothing is served by a model that was never trained to prune (the
+fine-tuned teacher, ``dense``) while a pruning candidate is served by the distilled student
+the proxy runs; each is scored with the model it would deploy, so the levers alone
+(runtime, precision, truncation) compete at their real accuracy.
 """
 from __future__ import annotations
 
@@ -24,8 +29,10 @@ RunnerFor = Callable[[str], Any]  # precision -> a runner taking (batch, keep=..
 
 class ProxyEvaluator:
     def __init__(self, model: PrunedBert, split: Split, seq_len: int, batch_size: int = 32,
-                 device: str = "cpu", runner_for: RunnerFor | None = None) -> None:
+                 device: str = "cpu", runner_for: RunnerFor | None = None,
+                 dense: ProxyEvaluator | None = None) -> None:
         self.model, self.split, self.seq_len = model, split, seq_len
+        self.dense = dense  # scores candidates that prune nothing (None: this model)
         self.batch_size, self.device, self.runner_for = batch_size, device, runner_for
         self.metric = metrics.primary(split.task.metric)
         self.runners: dict[str, Any] = {}
@@ -35,6 +42,8 @@ class ProxyEvaluator:
         return min(c.max_len, self.seq_len) if c.max_len else self.seq_len
 
     def __call__(self, c: Candidate) -> float:
+        if self.dense is not None and c.config.is_dense:
+            return self.dense(c)
         self.calls += 1
         precision = PRECISION.get(c.backend, c.backend)
         if precision == "fp32":

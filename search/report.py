@@ -210,7 +210,8 @@ def _choice_lines(r: "SearchResult", c: Any) -> list[str]:
                    f"{r.settings.threads} thread(s)): median {m.chosen.median_ms:.3f} ms, "
                    f"p{m.percentile:g} {m.chosen_ms:.3f} ms; dense on {c.backend} "
                    f"{m.dense.median_ms:.3f} ms ({m.speedup:.2f}x){ref}; prediction error "
-                   f"{m.error_pct:+.1f}% (vs the {'median' if m.workload == 'max' else 'percentile'})")
+                   f"{m.error_pct:+.1f}% (vs the "
+                   f"{'median' if m.workload == 'max' else 'percentile'})")
         if not m.meets_target:
             out.append(f"- **MISSES THE TARGET WHEN MEASURED**: p{m.percentile:g} "
                        f"{m.chosen_ms:.3f} ms > {r.target_ms:g} ms. The latency table may be "

@@ -31,6 +31,7 @@ class SearchSettings:
     task: str = "bbc_news"
     model: str | None = None  # None: the bundled all-MiniLM-L6-v2
     proxy_model: str | None = None  # None: same as model
+    dense_model: str | None = None  # scores and serves candidates that prune nothing
     machines: tuple[str, ...] = ()  # () = this machine
     results: str | None = None  # latency tables root (default: results/)
     seq_len: int | None = None  # None: the task's max length (capped by the model)

@@ -172,3 +172,30 @@ def test_int8_candidates_run_the_onnx_runtime_graph(env, tmp_path, monkeypatch):
     int8 = df[(df["backend"] == "ort-int8") & df["metric"].notna()]
     assert len(int8) > 0 and r.space.backends == ("torch", "ort-int8")
     assert len(list((tmp_path / "onnx").glob("*-int8c.onnx"))) == 1
+
+
+def test_candidates_that_prune_nothing_are_scored_with_the_dense_model(env, tmp_path):
+    """The levers alone deploy the teacher, not the distilled student: they are scored with
+    ``dense_model``, pruning candidates with the proxy model."""
+    from pruning import from_pretrained
+    from pruning.bench.accuracy import evaluate
+    from pruning.data import load_task
+    other = make_tiny_checkpoint(tmp_path / "teacher", layers=4, seed=7)
+    common = dict(backends=("torch",), truncation=(0, 32))
+    r = run_search(settings(env, tmp_path / "run", dense_model=str(other), **common))
+    levers = pd.read_csv(tmp_path / "run" / "levers.csv")
+    split = load_task(str(env["task"]), "dev").subset(40, 0)
+    teacher, proxy = from_pretrained(other), from_pretrained(env["model"])
+    for row in levers.itertuples():
+        n = row.max_len or 64
+        assert row.metric == pytest.approx(evaluate(teacher, split, n).score)
+    assert r.dense_metric == pytest.approx(evaluate(teacher, split, 64).score)
+    trials = pd.read_csv(tmp_path / "run" / "trials.csv").dropna(subset=["metric"])
+    pruned = trials[trials["keep"].str.split(",").map(lambda k: any(float(x) < 1 for x in k))]
+    assert len(pruned)
+    t = pruned.iloc[0]
+    cfg = PruningConfig.topk(SHAPE, [float(x) for x in t["keep"].split(",")])
+    assert t["metric"] == pytest.approx(
+        evaluate(proxy, split, int(t["max_len"]) or 64, pruning=cfg).score)
+    # scores from this model differ, so the test can tell who scored what
+    assert evaluate(teacher, split, 64).score != evaluate(proxy, split, 64).score
