@@ -78,7 +78,7 @@ def deployed(paths: list[str], seq_len: int) -> list[dict[str, Any]]:
         def run(b: dict, d: Any = d) -> torch.Tensor:
             return d(b["input_ids"], b.get("attention_mask"), b.get("token_type_ids"))
         out.append({"runner": f"tp-search {Path(p).parent.name or p}", "kind": "tp-search",
-                    "lever": f"{backend} + token pruning"
+                    "lever": backend + ("" if d.pruning.is_dense else " + token pruning")
                              + (f" + truncation to {n}" if n < seq_len else ""),
                     "max_len": n, "run": run, "config": str(keep), "path": str(p)})
     return out
