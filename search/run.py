@@ -171,7 +171,8 @@ def _run_search(s: SearchSettings, runner_for: RunnerFor | None) -> SearchResult
     fp32 = [b for b in ctx.space.backends if PRECISION.get(b) == "fp32"]
     dense_meets = all(any(dense_latency(ctx, checker, m, b) <= s.latency_ms for b in fp32)
                       for m in ids)
-    if dense_meets and not (s.flops_reduction and s.flops_reduction > 1):
+    if dense_meets and not s.always_search and not (s.flops_reduction and
+                                                     s.flops_reduction > 1):
         log.info("the dense fp32 model already meets the target on %s: no search needed",
                  ", ".join(ids))
         dense_metric = ctx.evaluator(Candidate(fp32[0], 0, PruningConfig.dense(ctx.shape)))

@@ -59,6 +59,7 @@ class SearchSettings:
     max_ratio: float = 0.95
     floor: float = 0.02
     progress: bool = True
+    always_search: bool = False  # search even when the dense fp32 model meets the target
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
