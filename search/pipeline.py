@@ -199,12 +199,10 @@ def run_pipeline(p: PipelineSettings) -> PipelineResult:
     if not p.train:
         stages.skip("train", "--no-train")
         final_dir = student
-    elif sr.status == "dense":
-        stages.skip("train", "the dense model already meets the target")
-        final_dir = teacher
-    elif choice.config.is_dense:
-        stages.skip("train", f"the chosen candidate prunes no token ({choice.describe()}): "
-                             "the teacher is deployed on it")
+    elif sr.status == "dense" or choice.config.is_dense:  # nothing to train: the teacher
+        stages.skip("train", "the dense model already meets the target" if sr.status == "dense"
+                    else f"the chosen candidate prunes no token ({choice.describe()}): the "
+                         "teacher is deployed on it")
         final_dir = teacher
     else:
         latency = plan_ms if not s.machines or len(s.machines) == 1 else None

@@ -90,8 +90,6 @@ class Record:
         self._seen_trials: set[int] = set()
         self._seen_batches: set[str] = set()
         self._last_flush = self._last_pull = time.monotonic()
-        self._pulled_once = False
-        self.shared = False  # set once a pull brings trials another live worker wrote
 
     # ---- reading ------------------------------------------------------------------------
     def pull(self) -> list[Entry]:
@@ -120,9 +118,6 @@ class Record:
                     self.entries[e.key] = e
                     new.append(e)
         self._last_pull = time.monotonic()
-        if new and self._pulled_once:
-            self.shared = True  # another worker is writing to this study right now
-        self._pulled_once = True
         return new
 
     def _study_attrs(self) -> dict[str, Any]:
