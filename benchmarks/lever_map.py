@@ -26,17 +26,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from profiler.fingerprint import fingerprint
-from pruning import PruningConfig
-from pruning.bench.accuracy import evaluate_runner
-from pruning.bench.inputs import fixed_inputs
-from pruning.bench.timing import Timing, time_interleaved
-from pruning.data import load_task
-from pruning.io_utils import atomic_save_figure, atomic_write_text
-from pruning.model.checkpoint import from_pretrained
-from search.run import run_search
-from search.runners import build_runner
-from search.settings import SearchSettings
+from tp_search.profiler.fingerprint import fingerprint
+from tp_search.pruning import PruningConfig
+from tp_search.pruning.measure.accuracy import evaluate_runner
+from tp_search.pruning.measure.timed_inputs import fixed_inputs
+from tp_search.pruning.measure.timing import Timing, time_interleaved
+from tp_search.pruning.data import load_task
+from tp_search.pruning.core.atomic import atomic_save_figure, atomic_write_text
+from tp_search.pruning.model.checkpoint import from_pretrained
+from tp_search.search.run import run_search
+from tp_search.search.runners import build_runner
+from tp_search.search.search_settings import SearchSettings
 
 LEVERS = ("truncation only", "runtime/int8 only", "token pruning only", "all combined")
 MARGIN = 0.05

@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from profiler.fingerprint import fingerprint
-from pruning import random_model
-from pruning.bench import fixed_inputs
-from pruning.io_utils import atomic_write_text
+from tp_search.profiler.fingerprint import fingerprint
+from tp_search.pruning import random_model
+from tp_search.pruning.measure import fixed_inputs
+from tp_search.pruning.core.atomic import atomic_write_text
 
 
 def main() -> None:

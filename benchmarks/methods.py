@@ -18,13 +18,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from profiler.fingerprint import fingerprint
-from pruning import PruningConfig, load
-from pruning.bench import fixed_inputs
-from pruning.bench.accuracy import evaluate
-from pruning.bench.timing import time_interleaved
-from pruning.data import load_task
-from pruning.io_utils import atomic_write_text
+from tp_search.profiler.fingerprint import fingerprint
+from tp_search.pruning import PruningConfig, load
+from tp_search.pruning.measure import fixed_inputs
+from tp_search.pruning.measure.accuracy import evaluate
+from tp_search.pruning.measure.timing import time_interleaved
+from tp_search.pruning.data import load_task
+from tp_search.pruning.core.atomic import atomic_write_text
 
 STATIC = {"static mild": [1, 1, 0.8, 0.6, 0.5, 0.4], "static medium": [1, 1, 0.7, 0.5, 0.4, 0.3],
           "static aggressive": [1, 0.5, 0.3, 0.2, 0.15, 0.1]}

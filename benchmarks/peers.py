@@ -23,16 +23,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from profiler.fingerprint import fingerprint
-from pruning import PruningConfig, load
-from pruning.bench.accuracy import evaluate_runner
-from pruning.bench.compare import hf_inputs, hf_twin
-from pruning.bench.inputs import fixed_inputs
-from pruning.bench.timing import Timing, time_interleaved
-from pruning.data import load_task
-from pruning.io_utils import atomic_save_figure, atomic_write_text
-from pruning.model.checkpoint import from_pretrained
-from pruning.runtime import get_backend
+from tp_search.profiler.fingerprint import fingerprint
+from tp_search.pruning import PruningConfig, load
+from tp_search.pruning.measure.accuracy import evaluate_runner
+from tp_search.pruning.bench.compare import hf_inputs, hf_twin
+from tp_search.pruning.measure.timed_inputs import fixed_inputs
+from tp_search.pruning.measure.timing import Timing, time_interleaved
+from tp_search.pruning.data import load_task
+from tp_search.pruning.core.atomic import atomic_save_figure, atomic_write_text
+from tp_search.pruning.model.checkpoint import from_pretrained
+from tp_search.pruning.runtime import get_backend
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from profiler.fingerprint import fingerprint
-from pruning.io_utils import atomic_write_text
+from tp_search.profiler.fingerprint import fingerprint
+from tp_search.pruning.core.atomic import atomic_write_text
 
 RUNS = [
     "--model default --backend torch --threads 1 --batch 1 --max-len 512 --validate "

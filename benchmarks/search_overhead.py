@@ -33,17 +33,17 @@ from pathlib import Path
 
 import optuna
 
-from profiler import fingerprint
-from profiler.predictor import Predictor
-from profiler.testing import synthetic_table
-from pruning.config import ModelShape
-from pruning.io_utils import atomic_write_text
-from pruning.model.archs import ARCHS
-from search import Checker, Objective, SearchSpace
-from search.loop import run_id, run_trials
-from search.record import Record
-from search.storage import open_storage
-from search.work import WorkStudy
+from tp_search.profiler import fingerprint
+from tp_search.profiler.predictor import Predictor
+from tp_search.profiler.synthetic import synthetic_table
+from tp_search.pruning.config import ModelShape
+from tp_search.pruning.core.atomic import atomic_write_text
+from tp_search.pruning.model.archs import ARCHS
+from tp_search.search import Checker, Objective, SearchSpace
+from tp_search.search.study.trial_loop import run_id, run_trials
+from tp_search.search.study.record import Record
+from tp_search.search.study.storage import open_storage
+from tp_search.search.study.working_study import WorkStudy
 
 BUDGET_MS = 2.0
 

@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from profiler.fingerprint import fingerprint
-from pruning import PruningConfig, random_model
-from pruning.bench.timing import Timing, time_interleaved
-from pruning.io_utils import atomic_write_text
-from pruning.macs import dense_macs, schedule_macs
+from tp_search.profiler.fingerprint import fingerprint
+from tp_search.pruning import PruningConfig, random_model
+from tp_search.pruning.measure.timing import Timing, time_interleaved
+from tp_search.pruning.core.atomic import atomic_write_text
+from tp_search.pruning.macs import dense_macs, schedule_macs
 
 TARGETS = (1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
 

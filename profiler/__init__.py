@@ -1,12 +1,11 @@
-"""tp-search profiler: per-machine latency lookup tables and the latency predictor.
+"""tp_search.profiler: per-machine latency lookup tables and the latency predictor.
 
 Names are imported on first use (PEP 562), so ``tp-profile --help`` does not load torch.
 """
 from __future__ import annotations
 
-from pruning.lazy import lazy_exports
-
-from .fingerprint import Fingerprint, fingerprint  # noqa: F401  (light; shares its module's name)
+from tp_search.profiler.fingerprint import Fingerprint, fingerprint  # noqa: F401  (light)
+from tp_search.pruning.core.lazy import lazy_exports
 
 _EXPORTS = {
     "Predictor": "predictor",

@@ -1,5 +1,5 @@
 import sys
 
-from .cli import main
+from tp_search.profiler.profile_cli import main
 
 sys.exit(main())

@@ -11,21 +11,21 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from pruning.bench import fixed_inputs
-from pruning.bench.timing import time_interleaved
-from pruning.config import PruningConfig
-from pruning.errors import TpError
-from pruning.io_utils import atomic_write_text
-from pruning.macs import dense_macs, schedule_macs
-from pruning.model.encoder import PrunedBert
-from pruning.runtime import get_backend
+from tp_search.pruning.measure import fixed_inputs
+from tp_search.pruning.measure.timing import time_interleaved
+from tp_search.pruning.config import PruningConfig
+from tp_search.pruning.core.errors import TpError
+from tp_search.pruning.core.atomic import atomic_write_text
+from tp_search.pruning.macs import dense_macs, schedule_macs
+from tp_search.pruning.model.encoder import PrunedBert
+from tp_search.pruning.runtime import get_backend
 
-from .fingerprint import Fingerprint
-from .measure import measure_grid
-from .ort_measure import OrtTimers, full_pass
-from .predictor import Predictor
-from .settings import BuildSettings
-from .table import COLUMNS, LatencyTable, default_grid
+from tp_search.profiler.fingerprint import Fingerprint
+from tp_search.profiler.grid import measure_grid
+from tp_search.profiler.ort_measure import OrtTimers, full_pass
+from tp_search.profiler.predictor import Predictor
+from tp_search.profiler.build_settings import BuildSettings
+from tp_search.profiler.table import COLUMNS, LatencyTable, default_grid
 
 log = logging.getLogger("tp.profiler")
 

@@ -22,12 +22,12 @@ import onnx
 import torch
 from torch import Tensor, nn
 
-from pruning.config import PruningConfig
-from pruning.model.encoder import PrunedBert
-from pruning.model.keep import gather
-from pruning.runtime import get_backend
-from pruning.runtime.export import cache_dir, digest, export_module
-from pruning.runtime.ort_backend import quantized, session
+from tp_search.pruning.config import PruningConfig
+from tp_search.pruning.model.encoder import PrunedBert
+from tp_search.pruning.model.keep import gather
+from tp_search.pruning.runtime import get_backend
+from tp_search.pruning.runtime.export import cache_dir, digest, export_module
+from tp_search.pruning.runtime.ort_backend import quantized, session
 
 GRAPHS = ("embed", "plain", "prune", "finish", "head")
 

@@ -12,11 +12,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from pruning.config import ModelShape, PruningConfig
-from pruning.errors import TpError
-from pruning.macs import schedule_macs
+from tp_search.pruning.config import ModelShape, PruningConfig
+from tp_search.pruning.core.errors import TpError
+from tp_search.pruning.macs import schedule_macs
 
-from .table import LatencyTable
+from tp_search.profiler.table import LatencyTable
 
 
 class Predictor:

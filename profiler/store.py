@@ -6,12 +6,12 @@ import logging
 import os
 from pathlib import Path
 
-from pruning.config import ModelShape
-from pruning.errors import TpError
+from tp_search.pruning.config import ModelShape
+from tp_search.pruning.core.errors import TpError
 
-from .fingerprint import Fingerprint, fingerprint
-from .predictor import Predictor
-from .table import DEFAULT_RESULTS, LatencyTable, shape_name, table_stem
+from tp_search.profiler.fingerprint import Fingerprint, fingerprint
+from tp_search.profiler.predictor import Predictor
+from tp_search.profiler.table import DEFAULT_RESULTS, LatencyTable, shape_name, table_stem
 
 log = logging.getLogger("tp.profiler")
 

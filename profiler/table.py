@@ -21,10 +21,10 @@ from typing import Any
 
 import pandas as pd
 
-from pruning.config import ModelShape
-from pruning.errors import TpError
-from pruning.io_utils import atomic_write_text
-from pruning.model.archs import ARCHS
+from tp_search.pruning.config import ModelShape
+from tp_search.pruning.core.errors import TpError
+from tp_search.pruning.core.atomic import atomic_write_text
+from tp_search.pruning.model.archs import ARCHS
 
 COMPONENTS = ("embed", "attn_sdpa", "attn_probs", "select", "finish", "head")
 COLUMNS = ("batch", "threads", "component", "n", "median_ms", "p10_ms", "p90_ms", "repeats",

@@ -9,15 +9,15 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from pruning.bench import fixed_inputs
-from pruning.bench.timing import time_interleaved
-from pruning.config import PruningConfig
-from pruning.macs import dense_macs, schedule_macs
-from pruning.model.encoder import PrunedBert
+from tp_search.pruning.measure import fixed_inputs
+from tp_search.pruning.measure.timing import time_interleaved
+from tp_search.pruning.config import PruningConfig
+from tp_search.pruning.macs import dense_macs, schedule_macs
+from tp_search.pruning.model.encoder import PrunedBert
 
-from .build import random_schedule
-from .ort_measure import full_pass
-from .predictor import Predictor
+from tp_search.profiler.build import random_schedule
+from tp_search.profiler.ort_measure import full_pass
+from tp_search.profiler.predictor import Predictor
 
 
 @dataclass

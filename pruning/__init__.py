@@ -1,18 +1,22 @@
-"""tp-search pruning: the encoder that physically drops tokens, its configuration format,
-MACs accounting, tasks and metrics, measurement, and the training methods.
+"""tp_search.pruning: the core layer: the encoder that physically drops tokens, its
+configuration format, MACs accounting, tasks and metrics, measuring helpers, the training
+methods, the runtime backends, and what every command shares (errors, atomic files, CLI
+helpers).
 
-Subpackages by concept: ``model/`` (encoder, keep step, checkpoints), ``data/`` (tasks,
-metrics), ``bench/`` (timing, accuracy), ``train/`` (fine-tune, distill, ToP, LTP).
-Names are imported on first use (PEP 562), so ``import pruning`` and every ``--help`` stay
-free of torch.
+Subpackages by concept: ``core/`` (errors, atomic writes, CLI helpers, lazy exports),
+``model/`` (encoder, keep step, checkpoints), ``data/`` (tasks, metrics), ``measure/``
+(timing, fixed inputs, accuracy, memory bound), ``bench/`` (tp-bench's comparison),
+``train/`` (fine-tune, distill, ToP, LTP), ``runtime/`` (backends, export, deployment).
+Names are imported on first use (PEP 562), so importing the package and every ``--help``
+stay free of torch.
 """
 from __future__ import annotations
 
-from pruning.lazy import lazy_exports
+from tp_search.pruning.core.lazy import lazy_exports
 
 _EXPORTS = {
     "ModelShape": "config", "PruningConfig": "config", "kept_counts": "config",
-    "InfeasibleError": "errors", "TpError": "errors",
+    "InfeasibleError": "core.errors", "TpError": "core.errors",
     "MacsReport": "macs", "macs_report": "macs",
     "ARCHS": "model.archs", "FAMILIES": "model.families",
     "EncoderConfig": "model.encoder", "ForwardInfo": "model.encoder",

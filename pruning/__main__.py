@@ -1,5 +1,5 @@
 import sys
 
-from .bench_cli import main
+from tp_search.pruning.bench_cli import main
 
 sys.exit(main())

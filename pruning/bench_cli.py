@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cli_utils import (
+from tp_search.pruning.core.cli_common import (
     Parser,
     add_common,
     device,
@@ -17,10 +17,10 @@ from .cli_utils import (
     require_device,
     setup_logging,
 )
-from .config import PruningConfig, parse_keep
-from .errors import TpError
-from .io_utils import atomic_write_text
-from .model.archs import ARCHS
+from tp_search.pruning.config import PruningConfig, parse_keep
+from tp_search.pruning.core.errors import TpError
+from tp_search.pruning.core.atomic import atomic_write_text
+from tp_search.pruning.model.archs import ARCHS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,12 +79,12 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     # imported here, not at the top: they load torch, which --help does not need
 
-    from .bench import BenchSettings, default_max_len, run_bench
-    from .bench.memory import check_fits
-    from .data import task_spec
-    from .model.checkpoint import from_pretrained, random_model
-    from .runtime import available_backends, get_backend
-    from .runtime.deploy import manifest
+    from tp_search.pruning.bench import BenchSettings, default_max_len, run_bench
+    from tp_search.pruning.measure.memory import check_fits
+    from tp_search.pruning.data import task_spec
+    from tp_search.pruning.model.checkpoint import from_pretrained, random_model
+    from tp_search.pruning.runtime import available_backends, get_backend
+    from tp_search.pruning.runtime.deploy import manifest
     require_device(args.device)
     backends = tuple(args.backend or available_backends())
     for b in backends:
@@ -131,7 +131,7 @@ def _run(args: argparse.Namespace) -> int:
 def machine_id(device: str, threads: int) -> str | None:
     """The profiler's machine id, recorded in the report (informative, never fatal)."""
     try:
-        from profiler.fingerprint import fingerprint  # entry point: may wire any layer
+        from tp_search.profiler.fingerprint import fingerprint  # entry point: may wire any layer
         return fingerprint(device=device, threads=threads).machine_id
     except Exception:  # py-cpuinfo can fail in odd containers
         return None

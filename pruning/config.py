@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import TpError
-from .io_utils import atomic_write_text
+from tp_search.pruning.core.errors import TpError
+from tp_search.pruning.core.atomic import atomic_write_text
 
 FORMAT = "tp-search/pruning-config"
 VERSION = 1

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Iterable, Sequence
 
-from .config import ModelShape, PruningConfig
+from tp_search.pruning.config import ModelShape, PruningConfig
 
 
 def layer_macs(n_in: int, n_out: int, s: ModelShape) -> int:

@@ -21,7 +21,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
-from .cli_utils import (
+from tp_search.pruning.core.cli_common import (
     Parser,
     add_common,
     device,
@@ -31,7 +31,7 @@ from .cli_utils import (
     require_device,
     setup_logging,
 )
-from .errors import TpError
+from tp_search.pruning.core.errors import TpError
 
 METHODS = ("top", "ltp")
 
@@ -110,7 +110,7 @@ def int_list_or_zero(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .train.settings import DistillSettings, FinetuneSettings, LtpSettings, TopSettings
+    from tp_search.pruning.train.train_settings import DistillSettings, FinetuneSettings, LtpSettings, TopSettings
     p = Parser(
         prog="tp-train", description=__doc__.split("\n\n")[0],
         epilog="Exit codes: 0 ok, 1 bad input, 2 usage, 3 latency target infeasible, "
@@ -196,10 +196,10 @@ def main(argv: list[str] | None = None) -> int:
 def latency_model(s: Any) -> Any:
     """The latency predictor for the stage's model (this machine's table, or --machine's);
     None when there is none and the stage does not need one (metrics then go without)."""
-    from profiler import load_predictor  # entry point: wires the profiler into training
+    from tp_search.profiler import load_predictor  # entry point: wires the profiler into training
 
-    from .model.checkpoint import checkpoint_config
-    from .train.settings import resolve_model_arg
+    from tp_search.pruning.model.checkpoint import checkpoint_config
+    from tp_search.pruning.train.train_settings import resolve_model_arg
     shape = checkpoint_config(resolve_model_arg(s.model, "--model")).shape
     try:
         return load_predictor(shape, device=s.device, machine=s.machine, threads=s.threads,
@@ -211,7 +211,7 @@ def latency_model(s: Any) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from . import train  # imports torch: not needed for --help
+    from tp_search.pruning import train  # imports torch: not needed for --help
     require_device(args.device or "cpu")
     if args.stage == "finetune":
         s = _settings(train.FinetuneSettings, args)

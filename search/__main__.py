@@ -1,5 +1,5 @@
 import sys
 
-from .cli import main
+from tp_search.search.search_cli import main
 
 sys.exit(main())

@@ -14,12 +14,12 @@ from typing import Any
 
 import torch
 
-from profiler import fingerprint, load_predictor
-from pruning.bench.memory import check_fits
-from pruning.config import ModelShape
-from pruning.data import load_task, real_lengths, task_spec
-from pruning.errors import TpError
-from pruning.model.checkpoint import (
+from tp_search.profiler import fingerprint, load_predictor
+from tp_search.pruning.measure.memory import check_fits
+from tp_search.pruning.config import ModelShape
+from tp_search.pruning.data import load_task, real_lengths, task_spec
+from tp_search.pruning.core.errors import TpError
+from tp_search.pruning.model.checkpoint import (
     DEFAULT_MODEL,
     default_model_dir,
     encoder_config,
@@ -28,12 +28,12 @@ from pruning.model.checkpoint import (
     resolve_model_dir,
 )
 
-from .objective import Predictors
-from .proxy import ProxyEvaluator, RunnerFor
-from .runners import build_runner
-from .settings import TRUNCATION, SearchSettings
-from .space import SearchSpace
-from .workload import Workload, dev_requests
+from tp_search.search.scoring.objective import Predictors
+from tp_search.search.scoring.proxy import ProxyEvaluator, RunnerFor
+from tp_search.search.runners import build_runner
+from tp_search.search.search_settings import TRUNCATION, SearchSettings
+from tp_search.search.space.candidates import SearchSpace
+from tp_search.search.space.workload import Workload, dev_requests
 
 BACKENDS = ("torch", "ort", "ort-int8")  # in order of preference when equally good
 

@@ -15,12 +15,12 @@ from typing import Any
 
 import torch
 
-from pruning.config import PruningConfig
+from tp_search.pruning.config import PruningConfig
 
-from .choices import check_feasible, dense_choices, dense_latency, measure_choices, searched_choices
-from .context import Context, identity, model_label, prepare
-from .loop import derived_seed, open_study, run_id, run_trials
-from .objective import (
+from tp_search.search.selection.choices import check_feasible, dense_choices, dense_latency, measure_choices, searched_choices
+from tp_search.search.context import Context, identity, model_label, prepare
+from tp_search.search.study.trial_loop import derived_seed, open_study, run_id, run_trials
+from tp_search.search.scoring.objective import (
     PRECISION,
     Checker,
     Objective,
@@ -29,14 +29,14 @@ from .objective import (
     fastest_schedule,
     metric_key,
 )
-from .proxy import RunnerFor
-from .record import Record
-from .report import write_outputs
-from .settings import SearchResult, SearchSettings, default_out_dir
-from .space import Candidate
-from .storage import redact, storage_url
-from .tables import pareto_table, trials_table
-from .work import WorkStudy
+from tp_search.search.scoring.proxy import RunnerFor
+from tp_search.search.study.record import Record
+from tp_search.search.reports.markdown import write_outputs
+from tp_search.search.search_settings import SearchResult, SearchSettings, default_out_dir
+from tp_search.search.space.candidates import Candidate
+from tp_search.search.study.storage import redact, storage_url
+from tp_search.search.reports.tables import pareto_table, trials_table
+from tp_search.search.study.working_study import WorkStudy
 
 log = logging.getLogger("tp.search")
 

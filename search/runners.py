@@ -10,11 +10,11 @@ from typing import Any, Callable, Mapping
 
 from torch import Tensor
 
-from pruning.config import PruningConfig
-from pruning.model.encoder import PrunedBert
-from pruning.runtime import get_backend
-from pruning.runtime.deploy import deploy as deploy_model
-from pruning.runtime.deploy import load
+from tp_search.pruning.config import PruningConfig
+from tp_search.pruning.model.encoder import PrunedBert
+from tp_search.pruning.runtime import get_backend
+from tp_search.pruning.runtime.deploy import deploy as deploy_model
+from tp_search.pruning.runtime.deploy import load
 
 Runner = Callable[..., Tensor]  # runner(batch, keep=None) -> logits
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pruning.testing import make_tiny_checkpoint
+from tp_search.pruning.testing import make_tiny_checkpoint
 
 torch.set_num_threads(1)
 

@@ -16,13 +16,13 @@ from typing import Callable
 
 import pytest
 
-from profiler.cli import main as profile_main
-from profiler.testing import fake_fingerprint, synthetic_table
-from pruning import PruningConfig
-from pruning.bench_cli import main as bench_main
-from pruning.testing import make_tiny_checkpoint, random_sentences
-from pruning.train_cli import main as train_main
-from search.cli import main as search_main
+from tp_search.profiler.profile_cli import main as profile_main
+from tp_search.profiler.synthetic import fake_fingerprint, synthetic_table
+from tp_search.pruning import PruningConfig
+from tp_search.pruning.bench_cli import main as bench_main
+from tp_search.pruning.testing import make_tiny_checkpoint, random_sentences
+from tp_search.pruning.train_cli import main as train_main
+from tp_search.search.search_cli import main as search_main
 
 MAINS = {"tp-bench": bench_main, "tp-profile": profile_main, "tp-search": search_main,
          "tp-train": train_main}
@@ -39,15 +39,15 @@ def world(tmp_path_factory) -> dict[str, Path | str]:
         w.writerow(["text", "label"])
         for i, t in enumerate(random_sentences(60, seed=3, min_words=3)):
             w.writerow([t, i % 2])
-    import pruning
+    from tp_search import pruning
     shape = pruning.from_pretrained(ckpt, tokenizer=False).shape
     table = synthetic_table(shape, max_len=64, fp=fake_fingerprint("bad-inputs"), ms_per_gmac=2000,
                             overhead_ms=0.001)  # compute-bound: pruning pays
     table.save(root / "results")
-    from profiler import Predictor
-    from search.objective import fastest
-    from search.space import SearchSpace
-    from search.workload import Workload
+    from tp_search.profiler import Predictor
+    from tp_search.search.scoring.objective import fastest
+    from tp_search.search.space.candidates import SearchSpace
+    from tp_search.search.space.workload import Workload
     pred = Predictor(table)  # a target between the fastest schedule and dense: a real search
     target = (pred.dense(64) + fastest(SearchSpace(shape), {"torch": pred},
                                        Workload("max", 64))[1]) / 2

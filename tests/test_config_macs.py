@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from pruning import ModelShape, PruningConfig, TpError, kept_counts, macs_report
-from pruning.macs import dense_macs, layer_macs, schedule_macs
+from tp_search.pruning import ModelShape, PruningConfig, TpError, kept_counts, macs_report
+from tp_search.pruning.macs import dense_macs, layer_macs, schedule_macs
 
 SHAPE = ModelShape(6, 384, 12, 1536)
 

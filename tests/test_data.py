@@ -14,7 +14,7 @@ import pytest
 import torch
 from scipy import stats
 
-from pruning.data import (  # noqa: E402
+from tp_search.pruning.data import (  # noqa: E402
     Split,
     batches,
     bbc,
@@ -24,7 +24,7 @@ from pruning.data import (  # noqa: E402
     real_lengths,
     task_spec,
 )
-from pruning.data.bbc import (
+from tp_search.pruning.data.bbc import (
     BBC_ENV,
     BBC_TOPICS,
     decode_article,
@@ -32,8 +32,8 @@ from pruning.data.bbc import (
     group_keys,
     read_articles,
 )
-from pruning.data.files import package_data
-from pruning.errors import TpError  # noqa: E402
+from tp_search.pruning.data.files import package_data
+from tp_search.pruning.core.errors import TpError  # noqa: E402
 
 
 def write(path: Path, text: str) -> Path:
@@ -331,7 +331,7 @@ def test_cli_bad_csv_is_one_stderr_line_and_writes_nothing(tmp_path: Path):
     bad = write(tmp_path / "bad.csv", "text,label\n")
     out = tmp_path / "out"
     argv = ["finetune", "--task", str(bad), "--out", str(out), "--device", "cpu"]
-    proc = subprocess.run([sys.executable, "-m", "pruning.train_cli", *argv], check=False,
+    proc = subprocess.run([sys.executable, "-m", "tp_search.pruning.train_cli", *argv], check=False,
                           capture_output=True, text=True, timeout=300,
                           cwd=Path(__file__).parents[1])
     assert proc.returncode == 1
@@ -409,7 +409,7 @@ def test_regression_batches_have_float_labels(tokenizer, tmp_path: Path):
 def test_rotten_tomatoes_movie_disjoint_split():
     import pandas as pd
 
-    from pruning.data.readers import find_rt_file as _find_rt_file
+    from tp_search.pruning.data.readers import find_rt_file as _find_rt_file
     train, dev = load_task("rotten_tomatoes", "train"), load_task("rotten_tomatoes", "dev")
     assert 10_000 <= len(train) <= 13_000 and 1_000 <= len(dev) <= 2_000
     assert set(train.labels) == set(dev.labels) == {0, 1}

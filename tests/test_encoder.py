@@ -3,9 +3,9 @@ import pytest
 import torch
 from transformers import BertForSequenceClassification
 
-import pruning
-from pruning import ForwardInfo, PruningConfig, TpError
-from pruning.testing import make_tiny_checkpoint, masked_reference, random_sentences
+from tp_search import pruning
+from tp_search.pruning import ForwardInfo, PruningConfig, TpError
+from tp_search.pruning.testing import make_tiny_checkpoint, masked_reference, random_sentences
 
 
 def encode(model, texts):

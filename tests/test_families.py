@@ -9,11 +9,11 @@ import pytest
 import torch
 import transformers
 
-import pruning
-from pruning import FAMILIES, ForwardInfo, PruningConfig, TpError
-from pruning.bench.compare import hf_inputs, hf_twin
-from pruning.testing import FAMILIES as TINY_FAMILIES
-from pruning.testing import make_tiny_checkpoint, masked_reference, random_sentences
+from tp_search import pruning
+from tp_search.pruning import FAMILIES, ForwardInfo, PruningConfig, TpError
+from tp_search.pruning.bench.compare import hf_inputs, hf_twin
+from tp_search.pruning.testing import FAMILIES as TINY_FAMILIES
+from tp_search.pruning.testing import make_tiny_checkpoint, masked_reference, random_sentences
 
 assert set(TINY_FAMILIES) == set(FAMILIES)
 
@@ -146,8 +146,8 @@ def test_unsupported_model_type_is_one_line_naming_families(tmp_path, model_type
                                          ("electra-small", "electra")])
 def test_tp_bench_arch_of_each_family(monkeypatch, capsys, arch, family):
     """tp-bench --arch builds the family (shrunk here) and reports parity to its HF class."""
-    from pruning import bench_cli
-    from pruning.model import checkpoint
+    from tp_search.pruning import bench_cli
+    from tp_search.pruning.model import checkpoint
     real = checkpoint.random_model
     made = {}
 
@@ -187,8 +187,8 @@ def test_family_structure():
 def test_tp_profile_arch_of_a_family(tmp_path, monkeypatch, capsys, arch):
     """The profiler times a family's own embeddings (RoBERTa positions, ELECTRA's
     projection) and head; tables key on the encoder shape only."""
-    from profiler.cli import main as profile_main
-    from pruning.model import checkpoint
+    from tp_search.profiler.profile_cli import main as profile_main
+    from tp_search.pruning.model import checkpoint
     real = checkpoint.random_model
     monkeypatch.setattr(checkpoint, "random_model", lambda name: real(
         name, num_layers=2, hidden_size=32, num_heads=4, intermediate_size=64))
@@ -206,8 +206,8 @@ def test_tp_profile_arch_of_a_family(tmp_path, monkeypatch, capsys, arch):
 def test_table_names_key_on_shape():
     """One latency table per encoder shape: roberta-base and xlm-roberta-base share
     bert-base's; DistilBERT's and ELECTRA-small's shapes have their own names."""
-    from profiler.table import shape_name
-    from pruning import ARCHS, ModelShape
+    from tp_search.profiler.table import shape_name
+    from tp_search.pruning import ARCHS, ModelShape
     names = {a: shape_name(ModelShape(**ARCHS[a])) for a in
              ("roberta-base", "xlm-roberta-base", "distilbert-base", "electra-small")}
     assert names == {"roberta-base": "bert-base", "xlm-roberta-base": "bert-base",
@@ -219,7 +219,7 @@ def test_training_runs_on_a_family(tmp_path, fam):
     """tp-train's stages do not care which family they train (a few steps each)."""
     import pandas as pd
 
-    from pruning.train_cli import main
+    from tp_search.pruning.train_cli import main
     fast = ["--max-steps", "2", "--batch-size", "8", "--max-len", "32", "-q"]
     ckpt = make_tiny_checkpoint(tmp_path / "ckpt", family=fam)
     texts = random_sentences(32, seed=2, min_words=3, max_words=15)

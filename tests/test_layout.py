@@ -1,28 +1,38 @@
 """The tree's own rules: layers point down (pruning <- profiler <- search, entry points
-excepted), modules import no circle, stay small, and CLI modules import without torch."""
+excepted), modules import no circle, stay small and have names unique enough to grep, every
+package is shipped, and CLI modules import without torch."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+NAMESPACE = "tp_search"
 LAYERS = ("pruning", "profiler", "search")  # each may import only those before it
 MAX_LINES = 400
-CLI_MODULES = ("pruning.bench_cli", "pruning.train_cli", "profiler.cli", "search.cli")
+CLI_MODULES = ("tp_search.pruning.bench_cli", "tp_search.pruning.train_cli",
+               "tp_search.profiler.profile_cli", "tp_search.search.search_cli")
 
 
 def modules() -> dict[str, Path]:
+    """Every module of the three layers under its import name (tp_search.<layer>...)."""
     out = {}
     for layer in LAYERS:
         for f in (ROOT / layer).rglob("*.py"):
             parts = f.relative_to(ROOT).with_suffix("").parts
-            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            name = ".".join((NAMESPACE,) + (parts[:-1] if parts[-1] == "__init__" else parts))
             out[name] = f
     return out
+
+
+def layer_of(name: str) -> str:
+    return name.split(".")[1]
 
 
 def imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
@@ -62,8 +72,8 @@ def test_layers_only_point_down_outside_entry_points(graph):
     for name, deps in graph.items():
         if "cli" in name.rpartition(".")[2]:
             continue  # entry points wire the layers together
-        rank = LAYERS.index(name.split(".")[0])
-        bad += [f"{name} -> {d}" for d in deps if LAYERS.index(d.split(".")[0]) > rank]
+        rank = LAYERS.index(layer_of(name))
+        bad += [f"{name} -> {d}" for d in deps if LAYERS.index(layer_of(d)) > rank]
     assert not bad, "upward imports: " + ", ".join(sorted(bad))
 
 
@@ -94,6 +104,19 @@ def test_modules_stay_small():
     big = {n: len(p.read_text().splitlines()) for n, p in modules().items()}
     big = {n: k for n, k in big.items() if k > MAX_LINES}
     assert not big, f"modules over {MAX_LINES} lines: {big}"
+
+
+def test_module_names_are_unique_enough_to_grep():
+    names = Counter(p.stem for p in modules().values()
+                    if p.stem not in ("__init__", "__main__"))
+    repeated = sorted(n for n, k in names.items() if k > 1)
+    assert not repeated, f"module names used more than once: {repeated}"
+
+
+def test_every_package_is_listed_for_the_wheel():
+    listed = set(re.findall(r'"(tp_search[\w.]*)"', (ROOT / "pyproject.toml").read_text()))
+    packages = {n for n, p in modules().items() if p.name == "__init__.py"} | {NAMESPACE}
+    assert packages <= listed, f"not in pyproject's packages: {sorted(packages - listed)}"
 
 
 @pytest.mark.parametrize("module", CLI_MODULES)

@@ -5,18 +5,18 @@ import json
 
 import pytest
 
-import pruning
-from profiler import fingerprint, load_predictor
-from profiler.testing import synthetic_table
-from pruning import ModelShape
-from pruning.testing import make_tiny_checkpoint, random_sentences
-from search.cli import main
-from search.objective import fastest
-from search.pipeline import PipelineSettings
-from search.profiling import ensure_tables
-from search.settings import SearchSettings
-from search.space import SearchSpace
-from search.workload import Workload
+from tp_search import pruning
+from tp_search.profiler import fingerprint, load_predictor
+from tp_search.profiler.synthetic import synthetic_table
+from tp_search.pruning import ModelShape
+from tp_search.pruning.testing import make_tiny_checkpoint, random_sentences
+from tp_search.search.search_cli import main
+from tp_search.search.scoring.objective import fastest
+from tp_search.search.pipeline.main_job import PipelineSettings
+from tp_search.search.pipeline.profiling import ensure_tables
+from tp_search.search.search_settings import SearchSettings
+from tp_search.search.space.candidates import SearchSpace
+from tp_search.search.space.workload import Workload
 
 SHAPE = ModelShape(4, 32, 4, 64)
 
@@ -35,9 +35,9 @@ def env(tmp_path_factory):
 
 
 def test_profile_stage_measures_a_missing_table(env, tmp_path, monkeypatch):
-    import profiler.settings
-    monkeypatch.setattr(profiler.settings.MeasureSettings, "__init__",
-                        _fast_measure_init(profiler.settings.MeasureSettings.__init__))
+    from tp_search.profiler import build_settings
+    monkeypatch.setattr(build_settings.MeasureSettings, "__init__",
+                        _fast_measure_init(build_settings.MeasureSettings.__init__))
     s = SearchSettings(latency_ms=1.0, results=str(tmp_path / "res"), backends=("torch",))
     ensure_tables(s, SHAPE, 16)
     pred = load_predictor(SHAPE, results=tmp_path / "res")
@@ -81,7 +81,7 @@ def test_pipeline_end_to_end_and_resume(env, tmp_path, capsys):
 
 
 def test_pipeline_no_train_and_bad_method(env, tmp_path, capsys):
-    from search.pipeline import run_pipeline
+    from tp_search.search.pipeline.main_job import run_pipeline
     s = SearchSettings(latency_ms=1.0, task=str(env["task"]), model=str(env["model"]),
                        results=str(env["results"]), seq_len=32)
     with pytest.raises(pruning.TpError, match="unknown --method"):

@@ -5,14 +5,14 @@ import pandas as pd
 import pytest
 import torch
 
-from profiler import Predictor, find_table, fingerprint, load_predictor
-from profiler.build import BuildSettings, build_table, random_schedule
-from profiler.cli import main as profile_main
-from profiler.measure import MeasureSettings
-from profiler.table import LatencyTable, default_grid, parse_grid
-from profiler.testing import fake_fingerprint, synthetic_table
-from pruning import ModelShape, PruningConfig, TpError, random_model
-from pruning.macs import dense_macs, schedule_macs
+from tp_search.profiler import Predictor, find_table, fingerprint, load_predictor
+from tp_search.profiler.build import BuildSettings, build_table, random_schedule
+from tp_search.profiler.profile_cli import main as profile_main
+from tp_search.profiler.grid import MeasureSettings
+from tp_search.profiler.table import LatencyTable, default_grid, parse_grid
+from tp_search.profiler.synthetic import fake_fingerprint, synthetic_table
+from tp_search.pruning import ModelShape, PruningConfig, TpError, random_model
+from tp_search.pruning.macs import dense_macs, schedule_macs
 
 SHAPE = ModelShape(6, 384, 12, 1536)
 FAST = MeasureSettings(min_repeats=1, max_repeats=1, point_budget_s=0.0, warmup=0, retries=0)
@@ -121,7 +121,7 @@ def test_build_resumes_after_interruption(tmp_path, monkeypatch):
     model = random_model(tiny_arch())
     fp = fake_fingerprint()
     s = BuildSettings(max_len=12, grid=[1, 2, 4, 8, 12], measure=FAST, calibration_configs=2)
-    import profiler.build as build
+    import tp_search.profiler.build as build
     real = build.measure_grid
     seen = []
 
@@ -158,7 +158,7 @@ def test_build_resumes_after_interruption(tmp_path, monkeypatch):
 
 
 def test_cli_builds_and_validates_tiny_table(tmp_path, monkeypatch, capsys):
-    import pruning.model.checkpoint as checkpoint  # tp-profile imports it when it runs
+    import tp_search.pruning.model.checkpoint as checkpoint  # tp-profile imports it when it runs
     monkeypatch.setattr(checkpoint, "random_model", lambda arch: random_model(tiny_arch()))
     rc = profile_main(["--arch", "bert-base", "--max-len", "8", "--grid", "1,2,4,8",
                        "--point-budget", "0", "--min-repeats", "1", "--quiet-wait", "0", "--out", str(tmp_path),
@@ -200,7 +200,7 @@ def test_cli_input_errors(tmp_path, capsys):
 
 
 def test_sweeps_split_repeats_and_persist_each_point_once():
-    from profiler.measure import measure_grid
+    from tp_search.profiler.grid import measure_grid
     model = random_model(tiny_arch())
     got: dict[int, list[dict]] = {}
     s = MeasureSettings(min_repeats=2, max_repeats=2, point_budget_s=0.0, warmup=0, retries=0,
@@ -229,7 +229,7 @@ def test_force_remeasures_only_the_requested_combos(tmp_path):
 
 
 def test_calibration_lengths_stay_within_budget():
-    from profiler.build import calibration_lengths
+    from tp_search.profiler.build import calibration_lengths
     pred = Predictor(synthetic_table(SHAPE, max_len=512))
     assert calibration_lengths(pred, 512, 1e9) == [32, 64, 128, 256, 512]  # octaves to the top
     low = calibration_lengths(pred, 512, 0.0)  # nothing affordable: the floor
@@ -239,7 +239,7 @@ def test_calibration_lengths_stay_within_budget():
 
 
 def test_recalibrate_keeps_the_grid_and_refits(tmp_path, capsys):
-    from pruning.testing import make_tiny_checkpoint
+    from tp_search.pruning.testing import make_tiny_checkpoint
     make_tiny_checkpoint(tmp_path / "m")
     base = ["--model", str(tmp_path / "m"), "--max-len", "8", "--grid", "1,4,8", "--out",
             str(tmp_path / "r"), "--min-repeats", "1", "--point-budget", "0", "--quiet-wait", "0"]

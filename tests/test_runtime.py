@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-import pruning
-from pruning import PruningConfig, TpError
-from pruning.runtime import available_backends, get_backend
-from pruning.runtime.export import cache_dir, exported
-from pruning.testing import make_tiny_checkpoint, random_sentences
+from tp_search import pruning
+from tp_search.pruning import PruningConfig, TpError
+from tp_search.pruning.runtime import available_backends, get_backend
+from tp_search.pruning.runtime.export import cache_dir, exported
+from tp_search.pruning.testing import make_tiny_checkpoint, random_sentences
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -158,7 +158,7 @@ def test_unknown_backend_is_one_line():
 
 
 def test_tp_bench_times_every_backend(model, tmp_path, capsys):
-    from pruning.bench_cli import main
+    from tp_search.pruning.bench_cli import main
     out = tmp_path / "report.json"  # the shared model and schedule: their exports are cached
     rc = main(["--model", model.source, "--task", "rotten_tomatoes", "--keep", "1,0.6,0.3",
                "--seq-len", "24", "--repeats", "2", "--warmup", "0", "--eval-samples", "16",

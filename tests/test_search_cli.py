@@ -5,12 +5,12 @@ import json
 import pandas as pd
 import pytest
 
-import search.proxy
-from profiler import fingerprint
-from profiler.testing import fake_fingerprint, synthetic_table
-from pruning import ModelShape, PruningConfig
-from pruning.testing import make_tiny_checkpoint, random_sentences
-from search.cli import main
+from tp_search.search.scoring import proxy
+from tp_search.profiler import fingerprint
+from tp_search.profiler.synthetic import fake_fingerprint, synthetic_table
+from tp_search.pruning import ModelShape, PruningConfig
+from tp_search.pruning.testing import make_tiny_checkpoint, random_sentences
+from tp_search.search.search_cli import main
 
 SHAPE = ModelShape(4, 32, 4, 64)  # make_tiny_checkpoint(layers=4)
 FILES = ("trials.csv", "pareto.csv", "pareto.png", "best_config.json", "report.md",
@@ -47,12 +47,12 @@ def args(env, out, *extra, machine=None):
 
 def count_evaluations(monkeypatch):
     calls = []
-    real = search.proxy.evaluate
+    real = proxy.evaluate
 
     def counting(*a, **k):
         calls.append(k.get("pruning"))
         return real(*a, **k)
-    monkeypatch.setattr(search.proxy, "evaluate", counting)
+    monkeypatch.setattr(proxy, "evaluate", counting)
     return calls
 
 

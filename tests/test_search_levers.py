@@ -8,15 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from profiler.testing import fake_fingerprint, synthetic_table
-from pruning import ModelShape, PruningConfig, TpError
-from pruning.bench.timing import Timing
-from pruning.testing import make_tiny_checkpoint, random_sentences
-from search.cli import main
-from search.measure import Measurement
-from search.run import run_search
-from search.settings import SearchSettings
-from search.workload import Workload
+from tp_search.profiler.synthetic import fake_fingerprint, synthetic_table
+from tp_search.pruning import ModelShape, PruningConfig, TpError
+from tp_search.pruning.measure.timing import Timing
+from tp_search.pruning.testing import make_tiny_checkpoint, random_sentences
+from tp_search.search.search_cli import main
+from tp_search.search.selection.verify import Measurement
+from tp_search.search.run import run_search
+from tp_search.search.search_settings import SearchSettings
+from tp_search.search.space.workload import Workload
 
 SHAPE = ModelShape(4, 32, 4, 64)
 
@@ -43,7 +43,7 @@ def test_dev_workload_percentile_length_and_batching():
 
 
 def test_prediction_at_percentile_is_percentile_of_predictions():
-    from profiler import Predictor
+    from tp_search.profiler import Predictor
     pred = Predictor(synthetic_table(SHAPE, max_len=64, ms_per_gmac=2000))
     rng = np.random.default_rng(0)
     lengths = tuple(int(n) for n in rng.integers(3, 64, 200))
@@ -92,9 +92,9 @@ def env(tmp_path_factory):
 def fake_int8(precision: str):
     """Stands in for the ONNX Runtime int8 graph: the PyTorch encoder with a per-call
     schedule, slightly perturbed so int8 metrics are not fp32's."""
-    import pruning
+    from tp_search import pruning
     model = pruning.from_pretrained(FAKE["model"])
-    from pruning.runtime.torch_backend import TorchRunner
+    from tp_search.pruning.runtime.torch_backend import TorchRunner
     runner = TorchRunner(model)
     FAKE["calls"] = []
 
@@ -177,9 +177,9 @@ def test_int8_candidates_run_the_onnx_runtime_graph(env, tmp_path, monkeypatch):
 def test_candidates_that_prune_nothing_are_scored_with_the_dense_model(env, tmp_path):
     """The levers alone deploy the teacher, not the distilled student: they are scored with
     ``dense_model``, pruning candidates with the proxy model."""
-    from pruning import from_pretrained
-    from pruning.bench.accuracy import evaluate
-    from pruning.data import load_task
+    from tp_search.pruning import from_pretrained
+    from tp_search.pruning.measure.accuracy import evaluate
+    from tp_search.pruning.data import load_task
     other = make_tiny_checkpoint(tmp_path / "teacher", layers=4, seed=7)
     common = dict(backends=("torch",), truncation=(0, 32))
     r = run_search(settings(env, tmp_path / "run", dense_model=str(other), **common))

@@ -5,19 +5,19 @@ import random
 import optuna
 import pytest
 
-from profiler.predictor import Predictor
-from profiler.testing import synthetic_table
-from pruning import ModelShape, PruningConfig, TpError
-from search import Checker, Objective, SearchSpace, expected_latency, fastest, keep_key
-from search.space import Candidate
-from search.workload import Workload
+from tp_search.profiler.predictor import Predictor
+from tp_search.profiler.synthetic import synthetic_table
+from tp_search.pruning import ModelShape, PruningConfig, TpError
+from tp_search.search import Checker, Objective, SearchSpace, expected_latency, fastest, keep_key
+from tp_search.search.space.candidates import Candidate
+from tp_search.search.space.workload import Workload
 
 W64 = Workload("max", 64)  # one input of 64 real tokens
 
 
 def cand(cfg):
     return Candidate("torch", 0, cfg)
-from search.space import prune_param, ratio_param
+from tp_search.search.space.candidates import prune_param, ratio_param
 
 SHAPE = ModelShape(6, 64, 4, 128)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -140,8 +140,8 @@ def test_objective_never_evaluates_infeasible_and_caches(pred):
 
 
 def test_work_study_compaction_keeps_the_elite(pred):
-    from search.record import Entry
-    from search.work import WorkStudy
+    from tp_search.search.study.record import Entry
+    from tp_search.search.study.working_study import WorkStudy
     space = SearchSpace(SHAPE)
     obj = Objective(space, Checker({"m": {"torch": pred}}, 0.6 * pred.dense(64), W64),
                     lambda cfg: sum(cfg.keep) / len(cfg.keep))
@@ -171,8 +171,8 @@ def test_work_study_compaction_keeps_the_elite(pred):
 def test_dev_reductions_match_macs_report():
     from collections import Counter
 
-    from pruning import macs_report
-    from search.tables import dev_reductions
+    from tp_search.pruning import macs_report
+    from tp_search.search.reports.tables import dev_reductions
     lengths = [5, 9, 9, 30, 64, 64, 64, 17]
     for cfg in (SearchSpace(SHAPE).chain(), SearchSpace(SHAPE).chain((3,)),
                 PruningConfig.topk(SHAPE, [1, 0.9, 0.5, 0.5, 0.3, 0.3])):

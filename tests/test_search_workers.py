@@ -16,12 +16,12 @@ import optuna
 import pandas as pd
 import pytest
 
-from profiler.testing import synthetic_table
-from pruning import ModelShape
-from pruning.testing import make_tiny_checkpoint, random_sentences
-from search import Record, SearchSpace
-from search.cli import main
-from search.storage import with_driver
+from tp_search.profiler.synthetic import synthetic_table
+from tp_search.pruning import ModelShape
+from tp_search.pruning.testing import make_tiny_checkpoint, random_sentences
+from tp_search.search import Record, SearchSpace
+from tp_search.search.search_cli import main
+from tp_search.search.study.storage import with_driver
 
 SHAPE = ModelShape(4, 32, 4, 64)
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,10 +4,10 @@ import json
 import pandas as pd
 import pytest
 
-import pruning
-from pruning import PruningConfig
-from pruning.testing import make_tiny_checkpoint, random_sentences
-from pruning.train_cli import main
+from tp_search import pruning
+from tp_search.pruning import PruningConfig
+from tp_search.pruning.testing import make_tiny_checkpoint, random_sentences
+from tp_search.pruning.train_cli import main
 
 FAST = ["--max-steps", "3", "--batch-size", "8", "--max-len", "32", "-q"]
 

@@ -4,15 +4,15 @@ import pytest
 import torch
 from scipy.stats import kendalltau, spearmanr
 
-import pruning
-from pruning import ForwardInfo, ModelShape, PruningConfig
-from pruning.model.checkpoint import init_weights
-from pruning.model.keep import importance
-from pruning.testing import make_tiny_checkpoint, random_sentences
-from pruning.train.forward import soft_importance, threshold_keep_fns, topk_keep_fns, train_forward
-from pruning.train.gates import HardConcrete, graded_log_alpha
-from pruning.train.ranking import IGNORE, lambda_loss, teacher_relevance
-from pruning.train.top import TopGates, config_sparsity, macs_cost
+from tp_search import pruning
+from tp_search.pruning import ForwardInfo, ModelShape, PruningConfig
+from tp_search.pruning.model.checkpoint import init_weights
+from tp_search.pruning.model.keep import importance
+from tp_search.pruning.testing import make_tiny_checkpoint, random_sentences
+from tp_search.pruning.train.forward import soft_importance, threshold_keep_fns, topk_keep_fns, train_forward
+from tp_search.pruning.train.gates import HardConcrete, graded_log_alpha
+from tp_search.pruning.train.ranking import IGNORE, lambda_loss, teacher_relevance
+from tp_search.pruning.train.top import TopGates, config_sparsity, macs_cost
 
 
 @pytest.fixture(scope="module")
@@ -214,9 +214,9 @@ def test_hard_export_rounds_up_where_rounding_loses_most():
 def test_teacher_cache_gives_the_per_step_targets(tmp_path):
     """Cached teacher outputs (one pass over the training set) equal the teacher's forward
     pass in a training batch: same logits, same ranking relevance."""
-    from pruning.data import Split, TaskSpec, batches
-    from pruning.train.distillation import RankingDistiller
-    from pruning.train.teacher_cache import TeacherCache
+    from tp_search.pruning.data import Split, TaskSpec, batches
+    from tp_search.pruning.train.distillation import RankingDistiller
+    from tp_search.pruning.train.teacher_cache import TeacherCache
     ckpt = make_tiny_checkpoint(tmp_path / "t", layers=3)
     teacher = pruning.from_pretrained(ckpt).eval()
     texts = random_sentences(40, seed=5, min_words=2, max_words=25)

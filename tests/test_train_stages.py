@@ -6,20 +6,20 @@ import pandas as pd
 import pytest
 import torch
 
-import pruning
-from profiler.testing import fake_fingerprint, synthetic_table
-from pruning import PruningConfig, TpError
-from pruning.data import load_task, real_lengths
-from pruning.model.encoder import ForwardInfo
-from pruning.testing import make_tiny_checkpoint, random_sentences
-from pruning.train import (
+from tp_search import pruning
+from tp_search.profiler.synthetic import fake_fingerprint, synthetic_table
+from tp_search.pruning import PruningConfig, TpError
+from tp_search.pruning.data import load_task, real_lengths
+from tp_search.pruning.model.encoder import ForwardInfo
+from tp_search.pruning.testing import make_tiny_checkpoint, random_sentences
+from tp_search.pruning.train import (
     DistillSettings,
     FinetuneSettings,
     LtpSettings,
     TopSettings,
     distill,
     finetune,
-    loop,
+    trainer as loop,
     prune_ltp,
     prune_top,
 )
@@ -153,7 +153,7 @@ def test_top_gates_reach_a_latency_target(tmp_path, pipeline):
                   config=write_config(tmp_path / "best.json", shape, [1, 0.7, 0.5]),
                   machine=table.machine_id, results=str(tmp_path / "results"), seq_len=32,
                   max_steps=60, gate_lr=0.3, bins=10, **FAST)
-    from profiler import Predictor
+    from tp_search.profiler import Predictor
     pred = Predictor(table)
     dense = pred.dense(32)
     out = prune_top(TopSettings(out=str(tmp_path / "lat"), latency_ms=0.65 * dense, **common), pred)
@@ -195,7 +195,7 @@ def test_ltp_latency_calibration_meets_the_target(tmp_path, pipeline):
     shape = pruning.load(pipeline["ds"] / "model").shape
     table = synthetic_table(shape, max_len=32, fp=fake_fingerprint("ltp-test"),
                             overhead_ms=0.0)
-    from profiler import Predictor
+    from tp_search.profiler import Predictor
     pred = Predictor(table)
     tok = pruning.load(pipeline["ds"] / "model").tokenizer
     lengths = real_lengths(tok, load_task(pipeline["task"], "dev"), 32)

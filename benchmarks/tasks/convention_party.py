@@ -31,10 +31,10 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from pruning.cli_utils import guarded
-from pruning.data.files import package_data
-from pruning.errors import TpError
-from pruning.io_utils import atomic_path
+from tp_search.pruning.core.cli_common import guarded
+from tp_search.pruning.data.files import package_data
+from tp_search.pruning.core.errors import TpError
+from tp_search.pruning.core.atomic import atomic_path
 
 DEFAULT_OUT = Path("runs/data/convention_party.csv")
 PARTIES = ("democrat", "republican")  # label ids 0, 1
@@ -130,7 +130,7 @@ def median_tokens(rows: list[Row]) -> float:
 
     from transformers import AutoTokenizer
 
-    from pruning.model.checkpoint import default_model_dir
+    from tp_search.pruning.model.checkpoint import default_model_dir
     tok = AutoTokenizer.from_pretrained(str(default_model_dir()))
     return statistics.median(len(ids) for ids in tok([r.text for r in rows])["input_ids"])
 

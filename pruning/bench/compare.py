@@ -14,16 +14,16 @@ import torch
 import transformers
 from tqdm.auto import tqdm
 
-from ..config import PruningConfig
-from ..data import batches, load_task, task_spec
-from ..macs import macs_report
-from ..model.checkpoint import to_hf_state_dict
-from ..model.encoder import PrunedBert
-from ..model.families import FAMILIES
-from ..runtime import get_backend
-from .accuracy import evaluate, evaluate_runner
-from .inputs import fixed_inputs
-from .timing import Timing, time_interleaved
+from tp_search.pruning.config import PruningConfig
+from tp_search.pruning.data import batches, load_task, task_spec
+from tp_search.pruning.macs import macs_report
+from tp_search.pruning.model.checkpoint import to_hf_state_dict
+from tp_search.pruning.model.encoder import PrunedBert
+from tp_search.pruning.model.families import FAMILIES
+from tp_search.pruning.runtime import get_backend
+from tp_search.pruning.measure.accuracy import evaluate, evaluate_runner
+from tp_search.pruning.measure.timed_inputs import fixed_inputs
+from tp_search.pruning.measure.timing import Timing, time_interleaved
 
 
 @dataclass

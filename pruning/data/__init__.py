@@ -1,5 +1,5 @@
 """Tasks and metrics: what a task is, where its text comes from, how it is batched and scored."""
-from pruning.lazy import lazy_exports
+from tp_search.pruning.core.lazy import lazy_exports
 
 __getattr__, __all__ = lazy_exports(__name__, {
     "metrics": None,

@@ -9,8 +9,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from ..errors import TpError
-from .spec import Split
+from tp_search.pruning.core.errors import TpError
+from tp_search.pruning.data.spec import Split
 
 
 def encode(tokenizer: Any, split: Split, max_len: int) -> list[dict[str, list[int]]]:

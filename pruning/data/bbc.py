@@ -22,9 +22,9 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import TpError
-from .files import package_data, read_bytes
-from .spec import Budget, TaskSpec
+from tp_search.pruning.core.errors import TpError
+from tp_search.pruning.data.files import package_data, read_bytes
+from tp_search.pruning.data.spec import Budget, TaskSpec
 
 BBC_NAME = "bbc_news"
 BBC_ENV = "TP_BBC_NEWS_DIR"

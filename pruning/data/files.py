@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import TpError
+from tp_search.pruning.core.errors import TpError
 
 
 def package_data(package: str, relpath: str) -> Path | None:

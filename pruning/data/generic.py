@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import TpError
-from .files import read_table, require
-from .spec import SPLITS, Split, TaskSpec
+from tp_search.pruning.core.errors import TpError
+from tp_search.pruning.data.files import read_table, require
+from tp_search.pruning.data.spec import SPLITS, Split, TaskSpec
 
 log = logging.getLogger("tp")
 

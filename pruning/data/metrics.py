@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 from scipy.stats import rankdata
 
-from ..errors import TpError
+from tp_search.pruning.core.errors import TpError
 
 # metric name -> (keys returned by compute, headline key), following GLUE conventions.
 METRICS: dict[str, tuple[tuple[str, ...], str]] = {

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import TpError
-from .files import package_data, read_table, require
-from .spec import Split, TaskSpec
+from tp_search.pruning.core.errors import TpError
+from tp_search.pruning.data.files import package_data, read_table, require
+from tp_search.pruning.data.spec import Split, TaskSpec
 
 RT_NAME = "rotten_tomatoes"
 RT_FILE = "rotten_tomatoes_corpus_full.csv.bz2"

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import TpError
+from tp_search.pruning.core.errors import TpError
 
 SPLITS = ("train", "dev")
 

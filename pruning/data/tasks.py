@@ -9,11 +9,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..errors import TpError
-from . import bbc
-from .generic import generic_spec, load_generic, split_files
-from .readers import GLUE, GLUE_DIRS, RT_NAME, read_glue, read_rotten_tomatoes
-from .spec import SPLITS, Split, TaskSpec
+from tp_search.pruning.core.errors import TpError
+from tp_search.pruning.data import bbc
+from tp_search.pruning.data.generic import generic_spec, load_generic, split_files
+from tp_search.pruning.data.readers import GLUE, GLUE_DIRS, RT_NAME, read_glue, read_rotten_tomatoes
+from tp_search.pruning.data.spec import SPLITS, Split, TaskSpec
 
 ACCEPTED = (f"{RT_NAME}, {bbc.BBC_NAME}, a GLUE task directory ({GLUE_DIRS}), glue:<task>:<dir>, "
             "a .csv/.tsv file with text[,text_pair],label columns, or a directory with "

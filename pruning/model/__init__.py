@@ -1,6 +1,6 @@
 """The model: the token-dropping encoder, its keep step, heads, and the checkpoint mapping
 of each supported family."""
-from pruning.lazy import lazy_exports
+from tp_search.pruning.core.lazy import lazy_exports
 
 __getattr__, __all__ = lazy_exports(__name__, {
     "ARCHS": "archs",

@@ -17,12 +17,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..config import PruningConfig
-from ..errors import TpError
-from ..io_utils import atomic_path
-from .archs import ARCH_MODELS, ARCHS
-from .encoder import ACTIVATIONS, EncoderConfig, PrunedBert
-from .families import FAMILIES, family
+from tp_search.pruning.config import PruningConfig
+from tp_search.pruning.core.errors import TpError
+from tp_search.pruning.core.atomic import atomic_path
+from tp_search.pruning.model.archs import ARCH_MODELS, ARCHS
+from tp_search.pruning.model.encoder import ACTIVATIONS, EncoderConfig, PrunedBert
+from tp_search.pruning.model.families import FAMILIES, family
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 PRUNING_FILE = "pruning_config.json"

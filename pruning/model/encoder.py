@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ModelShape, PruningConfig
-from .heads import ClassificationHead
-from .keep import count_kept, gather, importance, select_tokens
+from tp_search.pruning.config import ModelShape, PruningConfig
+from tp_search.pruning.model.heads import ClassificationHead
+from tp_search.pruning.model.keep import count_kept, gather, importance, select_tokens
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "gelu": F.gelu,

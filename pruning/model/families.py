@@ -21,8 +21,8 @@ from typing import Any
 
 from torch import Tensor, cat
 
-from ..errors import TpError
-from .encoder import EncoderConfig
+from tp_search.pruning.core.errors import TpError
+from tp_search.pruning.model.encoder import EncoderConfig
 
 Source = str | tuple[str, ...]  # one HF module, or several concatenated (q, k, v)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..config import PruningConfig
+from tp_search.pruning.config import PruningConfig
 
 
 def importance(probs: Tensor, valid: Tensor | None) -> Tensor:

@@ -6,19 +6,19 @@ fp32) and ort-int8 (ONNX Runtime, dynamic int8 weights); export, deployment, loa
 """
 from __future__ import annotations
 
-from ..errors import TpError
-from .base import Backend, Runner
+from tp_search.pruning.core.errors import TpError
+from tp_search.pruning.runtime.base import Backend, Runner
 
 BACKENDS = ("torch", "ort", "ort-int8")
 
 
 def get_backend(name: str) -> Backend:
     if name == "torch":
-        from .torch_backend import TorchBackend  # here: onnxruntime loads only when used
+        from tp_search.pruning.runtime.torch_backend import TorchBackend  # here: onnxruntime loads only when used
         return TorchBackend()
     if name in ("ort", "ort-int8"):
         try:
-            from .ort_backend import OrtBackend  # here: a missing onnxruntime is one error
+            from tp_search.pruning.runtime.ort_backend import OrtBackend  # here: a missing onnxruntime is one error
         except ImportError as e:
             raise TpError(f"backend {name}: onnxruntime is not installed ({e}); pip install "
                           "onnxruntime onnx onnxscript, or use --backend torch") from None

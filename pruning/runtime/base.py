@@ -11,8 +11,8 @@ from typing import Any, Mapping, Protocol, Sequence
 
 from torch import Tensor
 
-from ..config import PruningConfig
-from ..model.encoder import PrunedBert
+from tp_search.pruning.config import PruningConfig
+from tp_search.pruning.model.encoder import PrunedBert
 
 
 class Runner(Protocol):

@@ -21,13 +21,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..config import ModelShape, PruningConfig
-from ..errors import TpError
-from ..io_utils import atomic_path
-from ..model.checkpoint import load as load_checkpoint
-from ..model.checkpoint import save
-from ..model.encoder import EncoderConfig, PrunedBert
-from . import BACKENDS, get_backend
+from tp_search.pruning.config import ModelShape, PruningConfig
+from tp_search.pruning.core.errors import TpError
+from tp_search.pruning.core.atomic import atomic_path
+from tp_search.pruning.model.checkpoint import load as load_checkpoint
+from tp_search.pruning.model.checkpoint import save
+from tp_search.pruning.model.encoder import EncoderConfig, PrunedBert
+from tp_search.pruning.runtime import BACKENDS, get_backend
 
 DEPLOYMENT = "deployment.json"
 ONNX = "model.onnx"
@@ -51,7 +51,7 @@ def deploy(model: PrunedBert, cfg: PruningConfig, backend: str, path: str | Path
     with atomic_path(path) as tmp:
         save(model, tmp, tokenizer=tok)
         if backend != "torch":
-            from .ort_backend import sha256  # backend-specific: only for ONNX deployments
+            from tp_search.pruning.runtime.ort_backend import sha256  # backend-specific: only for ONNX deployments
             src = b.file(model, cfg)
             shutil.copyfile(src, tmp / ONNX)
             manifest["onnx"] = {"file": ONNX, "sha256": sha256(tmp / ONNX)}
@@ -77,8 +77,8 @@ class DeployedModel:
     token_type_ids)`` -> logits. ``reference`` is the PyTorch encoder it was exported from."""
 
     def __init__(self, path: Path, info: dict[str, Any], reference: PrunedBert) -> None:
-        from .export import input_names  # deployed ONNX: onnx and onnxruntime needed
-        from .ort_backend import OrtRunner, sha256
+        from tp_search.pruning.runtime.export import input_names  # deployed ONNX: onnx and onnxruntime needed
+        from tp_search.pruning.runtime.ort_backend import OrtRunner, sha256
         onnx_file = path / info.get("onnx", {}).get("file", ONNX)
         if not onnx_file.is_file():
             raise TpError(f"{path} names backend {info['backend']} but has no {ONNX}; "

@@ -26,10 +26,10 @@ import onnx
 import torch
 from torch import Tensor, nn
 
-from ..config import PruningConfig
-from ..errors import TpError
-from ..io_utils import atomic_path
-from ..model.encoder import PrunedBert
+from tp_search.pruning.config import PruningConfig
+from tp_search.pruning.core.errors import TpError
+from tp_search.pruning.core.atomic import atomic_path
+from tp_search.pruning.model.encoder import PrunedBert
 
 log = logging.getLogger("tp.runtime")
 

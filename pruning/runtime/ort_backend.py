@@ -24,10 +24,10 @@ import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from torch import Tensor
 
-from ..config import PruningConfig
-from ..io_utils import atomic_path
-from ..model.encoder import PrunedBert
-from .export import cache_dir, exported, input_names
+from tp_search.pruning.config import PruningConfig
+from tp_search.pruning.core.atomic import atomic_path
+from tp_search.pruning.model.encoder import PrunedBert
+from tp_search.pruning.runtime.export import cache_dir, exported, input_names
 
 log = logging.getLogger("tp.runtime")
 

@@ -8,8 +8,8 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from ..config import PruningConfig
-from ..model.encoder import PrunedBert
+from tp_search.pruning.config import PruningConfig
+from tp_search.pruning.model.encoder import PrunedBert
 
 
 class TorchRunner:

@@ -24,17 +24,17 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from ..config import PruningConfig
-from ..errors import TpError
-from ..model.encoder import PrunedBert
-from .forward import TrainOutput, topk_keep_fns, train_forward
-from .inputs import Data, load_model
-from .latency import LatencyModel
-from .loop import run_stage
-from .ranking import IGNORE, lambda_loss, teacher_relevance
-from .settings import DistillSettings, resolve_model_arg
-from .stage import Stage, StepResult, kd_loss
-from .teacher_cache import TeacherCache, cache_path
+from tp_search.pruning.config import PruningConfig
+from tp_search.pruning.core.errors import TpError
+from tp_search.pruning.model.encoder import PrunedBert
+from tp_search.pruning.train.forward import TrainOutput, topk_keep_fns, train_forward
+from tp_search.pruning.train.stage_inputs import Data, load_model
+from tp_search.pruning.train.latency import LatencyModel
+from tp_search.pruning.train.trainer import run_stage
+from tp_search.pruning.train.ranking import IGNORE, lambda_loss, teacher_relevance
+from tp_search.pruning.train.train_settings import DistillSettings, resolve_model_arg
+from tp_search.pruning.train.stage import Stage, StepResult, kd_loss
+from tp_search.pruning.train.teacher_cache import TeacherCache, cache_path
 
 log = logging.getLogger("tp.train")
 

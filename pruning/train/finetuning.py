@@ -7,12 +7,12 @@ from pathlib import Path
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..model.encoder import PrunedBert
-from .inputs import Data, load_model
-from .latency import LatencyModel
-from .loop import run_stage
-from .settings import FinetuneSettings
-from .stage import Stage, StepResult
+from tp_search.pruning.model.encoder import PrunedBert
+from tp_search.pruning.train.stage_inputs import Data, load_model
+from tp_search.pruning.train.latency import LatencyModel
+from tp_search.pruning.train.trainer import run_stage
+from tp_search.pruning.train.train_settings import FinetuneSettings
+from tp_search.pruning.train.stage import Stage, StepResult
 
 log = logging.getLogger("tp.train")
 

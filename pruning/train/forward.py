@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..config import PruningConfig
-from ..model.encoder import Layer, PrunedBert
-from ..model.keep import importance
+from tp_search.pruning.config import PruningConfig
+from tp_search.pruning.model.encoder import Layer, PrunedBert
+from tp_search.pruning.model.keep import importance
 
 # keep factor of a pruning layer: (scores [B, N], mask entering the layer [B, N]) -> [B, N]
 KeepFn = Callable[[Tensor, Tensor], Tensor]

@@ -12,9 +12,9 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 from torch import Tensor
 
-from ..bench.accuracy import EvalResult
-from ..config import PruningConfig
-from ..errors import TpError
+from tp_search.pruning.measure.accuracy import EvalResult
+from tp_search.pruning.config import PruningConfig
+from tp_search.pruning.core.errors import TpError
 
 log = logging.getLogger("tp.train")
 

@@ -29,18 +29,18 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..bench.accuracy import evaluate
-from ..config import PruningConfig
-from ..data import real_lengths
-from ..errors import InfeasibleError, TpError
-from ..model.encoder import PrunedBert
-from .distillation import check_pair, load_teacher
-from .forward import threshold_keep_fns, train_forward
-from .inputs import Data, load_model
-from .latency import LatencyModel, require
-from .loop import run_stage
-from .settings import LtpSettings
-from .stage import Stage, StepResult, kd_loss
+from tp_search.pruning.measure.accuracy import evaluate
+from tp_search.pruning.config import PruningConfig
+from tp_search.pruning.data import real_lengths
+from tp_search.pruning.core.errors import InfeasibleError, TpError
+from tp_search.pruning.model.encoder import PrunedBert
+from tp_search.pruning.train.distillation import check_pair, load_teacher
+from tp_search.pruning.train.forward import threshold_keep_fns, train_forward
+from tp_search.pruning.train.stage_inputs import Data, load_model
+from tp_search.pruning.train.latency import LatencyModel, require
+from tp_search.pruning.train.trainer import run_stage
+from tp_search.pruning.train.train_settings import LtpSettings
+from tp_search.pruning.train.stage import Stage, StepResult, kd_loss
 
 log = logging.getLogger("tp.train")
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..config import PruningConfig
-from ..model.encoder import PrunedBert
+from tp_search.pruning.config import PruningConfig
+from tp_search.pruning.model.encoder import PrunedBert
 
 
 @dataclass

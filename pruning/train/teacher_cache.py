@@ -16,10 +16,10 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..data import Split, batches
-from ..model.encoder import PrunedBert
-from .forward import train_forward
-from .state import atomic_torch_save
+from tp_search.pruning.data import Split, batches
+from tp_search.pruning.model.encoder import PrunedBert
+from tp_search.pruning.train.forward import train_forward
+from tp_search.pruning.train.state import atomic_torch_save
 
 log = logging.getLogger("tp.train")
 

@@ -26,11 +26,11 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from ..config import ModelShape, PruningConfig
-from ..errors import InfeasibleError, TpError
-from ..macs import dense_macs
-from ..model.encoder import PrunedBert
-from .distillation import (
+from tp_search.pruning.config import ModelShape, PruningConfig
+from tp_search.pruning.core.errors import InfeasibleError, TpError
+from tp_search.pruning.macs import dense_macs
+from tp_search.pruning.model.encoder import PrunedBert
+from tp_search.pruning.train.distillation import (
     RankingDistiller,
     check_pair,
     check_rank_layers,
@@ -38,13 +38,13 @@ from .distillation import (
     load_teacher,
     teacher_outputs,
 )
-from .forward import KeepFn, ranks, train_forward
-from .gates import HardConcrete, graded_log_alpha
-from .inputs import Data, load_model
-from .latency import LatencyModel, require
-from .loop import run_stage
-from .settings import TopSettings
-from .stage import Stage, StepResult
+from tp_search.pruning.train.forward import KeepFn, ranks, train_forward
+from tp_search.pruning.train.gates import HardConcrete, graded_log_alpha
+from tp_search.pruning.train.stage_inputs import Data, load_model
+from tp_search.pruning.train.latency import LatencyModel, require
+from tp_search.pruning.train.trainer import run_stage
+from tp_search.pruning.train.train_settings import TopSettings
+from tp_search.pruning.train.stage import Stage, StepResult
 
 log = logging.getLogger("tp.train")
 

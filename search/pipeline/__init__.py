@@ -1,0 +1,1 @@
+"""The main job: profile -> teacher -> ranking distillation -> search -> train -> measure and deploy."""

@@ -1,0 +1,317 @@
+"""tp-search: find the most accurate token-pruning configuration under a latency target.
+
+A thin wrapper: ``add_search_args`` builds the flags (reusable by the end-to-end pipeline),
+``settings_from_args`` turns them into ``SearchSettings``, ``run_search`` does the work.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Iterator
+
+from tp_search.pruning.core.cli_common import (
+    Parser,
+    add_common,
+    device,
+    dump_json,
+    guarded,
+    int_list,
+    name_list,
+    positive_int,
+    print_table,
+    require_device,
+    setup_logging,
+)
+from tp_search.pruning.core.errors import EXIT_INFEASIBLE
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tp_search.search.search_settings import SearchResult, SearchSettings
+
+EPILOG = f"""\
+exit codes: 0 success (also when the dense model already meets the target: its
+configuration is written and no search runs), 1 bad input (missing latency table, unknown
+machine, bad file), 2 usage error, {EXIT_INFEASIBLE} infeasible target (below the fastest
+latency the search space can reach; the message gives that latency), 130 interrupted (the
+study is kept: rerun the same command to resume).
+
+The latency constraint holds for one input of --seq-len real tokens (the worst case at that
+max length); reports also give the expected latency over the dev set's real lengths.
+"""
+
+
+def positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
+def machine_list(text: str) -> list[str]:
+    ids = [m.strip() for m in text.split(",") if m.strip()]
+    if not ids:
+        raise argparse.ArgumentTypeError("expected one or more machine ids, comma-separated")
+    return ids
+
+
+def length_list(text: str) -> list[int]:
+    if text.strip().lower() == "none":
+        return [0]
+    try:
+        vals = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated token counts or none, got "
+                                         f"{text!r}") from None
+    if not vals or vals[0] < 0:
+        raise argparse.ArgumentTypeError(f"expected token counts >= 0, got {text!r}")
+    return vals
+
+
+def add_search_args(p: argparse.ArgumentParser) -> None:
+    """Every tp-search flag except -v/-q and --format (callers add those once)."""
+    t = p.add_argument_group("target and workload")
+    t.add_argument("--latency-ms", type=positive_float, required=True,
+                   help="latency target (ms) at --percentile of the --workload's requests")
+    t.add_argument("--flops-reduction", type=positive_float, metavar="R",
+                   help="also require a MACs reduction >= R at the workload")
+    t.add_argument("--seq-len", type=positive_int,
+                   help="workload max length: the constraint holds for an input of this many "
+                        "real tokens, and the proxy evaluation truncates to it (default: the "
+                        "task's max length, 128 for rotten_tomatoes)")
+    t.add_argument("--workload", choices=("max", "dev"), default="max",
+                   help="max: every request is one input of --seq-len real tokens (the "
+                        "worst case); dev: the task's real dev inputs truncated to --seq-len "
+                        "(default: max)")
+    t.add_argument("--percentile", type=positive_float, default=90.0,
+                   help="the target holds for this percentile of request latency, predicted "
+                        "and measured (default 90)")
+    t.add_argument("--batch", type=positive_int, default=1, help="workload batch (default 1)")
+    t.add_argument("--threads", type=positive_int, default=1,
+                   help="workload threads (default 1)")
+    t.add_argument("--device", type=device, default="cpu",
+                   help="cpu, cuda or cuda:N (default: cpu)")
+    t.add_argument("--machine", type=machine_list, default=[],
+                   help="plan for these machines' latency tables (comma-separated ids; "
+                        "default: this machine). With several: candidates feasible on any "
+                        "are evaluated once, NSGA-II minimises the first one's latency, and "
+                        "each machine gets the most accurate trial feasible on it "
+                        "(best_config.<id>.json, machines.csv)")
+    t.add_argument("--results", help="latency tables root (default: results, or "
+                                     "$TP_SEARCH_RESULTS)")
+    m = p.add_argument_group("model and data")
+    m.add_argument("--task", default="bbc_news",
+                   help="rotten_tomatoes, bbc_news, a GLUE task dir, a CSV/TSV file or a dir "
+                        "of train/dev CSVs (default: %(default)s)")
+    m.add_argument("--model", help="checkpoint to deploy (default: bundled all-MiniLM-L6-v2)")
+    m.add_argument("--proxy-model", help="checkpoint whose static top-k metric ranks the "
+                                         "candidates, e.g. a ranking-distilled one "
+                                         "(default: --model)")
+    m.add_argument("--dense-model", help="checkpoint that scores candidates which prune no "
+                                         "token (the levers alone), e.g. the fine-tuned "
+                                         "teacher when --proxy-model is a distilled student "
+                                         "(default: --proxy-model); the main job deploys "
+                                         "it when such a candidate wins")
+    m.add_argument("--eval-samples", type=positive_int,
+                   help="fixed dev subset for the proxy metric (default: the task's budget, "
+                        "300)")
+    m.add_argument("--eval-threads", type=positive_int,
+                   help="torch threads for the proxy evaluation (default: --threads, which "
+                        "also suits several workers on one machine)")
+    s = p.add_argument_group("search")
+    s.add_argument("--backend", type=name_list, default=[],
+                   help="runtimes to search over, comma-separated: torch (PyTorch eager fp32), "
+                        "ort (ONNX Runtime fp32), ort-int8 (ONNX Runtime, dynamic int8 "
+                        "weights) (default: every one with a latency table for this machine)")
+    s.add_argument("--truncation", type=length_list,
+                   help="max input lengths to search over, e.g. 512,384,256,128, or none "
+                        "(default: 1, 3/4, 1/2, 3/8 and 1/4 of --seq-len)")
+    s.add_argument("--trials", type=positive_int, default=100,
+                   help="finished trials in the study in total (evaluated, or rejected by "
+                        "the predictor at ~1 ms each), resumed runs and other workers "
+                        "included: a rerun runs only the missing ones (default 100)")
+    s.add_argument("--population", type=positive_int, default=20,
+                   help="NSGA-II population size (default 20)")
+    s.add_argument("--seed", type=int, default=0, help="search and dev-subset seed")
+    s.add_argument("--layers", type=int_list, default=[],
+                   help="candidate pruning layers, e.g. 1,2,3 (default: all but layer 0)")
+    s.add_argument("--min-ratio", type=positive_float, default=0.2,
+                   help="smallest fraction a pruning layer keeps of its input (default 0.2)")
+    s.add_argument("--max-ratio", type=positive_float, default=0.95,
+                   help="largest such fraction (default 0.95)")
+    s.add_argument("--floor", type=positive_float, default=0.02,
+                   help="smallest keep fraction of the real length (default 0.02)")
+    o = p.add_argument_group("storage and outputs")
+    o.add_argument("--out", help="output directory (default: "
+                                 "runs/<task>-<model>-<machine>-<target>ms)")
+    o.add_argument("--storage", help="Optuna RDB URL shared by workers, e.g. "
+                                     "postgresql://user:pw@host/db (default: sqlite "
+                                     "<out>/study.db). Workers join the same study when they "
+                                     "run the same settings (same --machine ids, model, task)")
+    o.add_argument("--study-name", help="study name (default: derived from the settings, so "
+                                        "the same command resumes the same study)")
+    o.add_argument("--no-measure", action="store_true",
+                   help="do not time the chosen configuration with the real encoder")
+    o.add_argument("--repeats", type=positive_int, default=30,
+                   help="timed repeats of the measurement (default 30)")
+
+
+def add_pipeline_args(p: argparse.ArgumentParser) -> None:
+    """The main job's stages around the search (profile, teacher, distill, train, measure)."""
+    g = p.add_argument_group(
+        "pipeline (default: profile -> fine-tune teacher -> ranking distillation -> search "
+        "-> train the chosen configuration -> measure)")
+    g.add_argument("--search-only", action="store_true",
+                   help="only the search, on --model as given (no profiling or training)")
+    g.add_argument("--no-train", action="store_true",
+                   help="stop after the search (the teacher and distilled proxy are still made)")
+    g.add_argument("--method", choices=("top", "ltp"), default="top",
+                   help="final training: ToP gates under the latency constraint, or LTP "
+                        "thresholds (default: top)")
+    g.add_argument("--teacher", help="an already fine-tuned teacher: skip fine-tuning")
+    g.add_argument("--cache", help="where the teacher and distilled student are kept "
+                                   "(default: runs/<task>-<model>-seed<seed>)")
+    g.add_argument("--finetune-epochs", type=positive_float,
+                   help="teacher fine-tuning epochs (default: the task's budget, 1)")
+    g.add_argument("--distill-epochs", type=positive_float,
+                   help="ranking distillation epochs (default: the task's budget: 1; 0.5 "
+                        "for bbc_news)")
+    g.add_argument("--prune-epochs", type=positive_float,
+                   help="final training epochs (default: as --distill-epochs)")
+    g.add_argument("--train-max-len", type=positive_int,
+                   help="the training stages truncate inputs to this many tokens (default: "
+                        "the task's budget: 256 for bbc_news, else --seq-len); the teacher's "
+                        "reference metric, the search and the measurement use --seq-len")
+    g.add_argument("--rank-weight", type=float,
+                   help="ranking distillation weight alpha in the distill and train stages "
+                        "(default 0.02; 0: logit distillation only, the ablation)")
+    g.add_argument("--max-steps", type=positive_int,
+                   help="cap every training stage at this many steps (smoke runs)")
+    g.add_argument("--margin", type=float, default=0.05,
+                   help="search and train for --latency-ms x (1 - margin) predicted, so the "
+                        "measured latency lands under the target despite predictor error "
+                        "(default 0.05)")
+    g.add_argument("--final-eval-samples", type=int, default=0,
+                   help="dev examples for the final metric (default 0 = all)")
+
+
+def pipeline_from_args(args: argparse.Namespace):
+    from tp_search.search.pipeline.main_job import PipelineSettings
+    return PipelineSettings(
+        search=settings_from_args(args), method=args.method, train=not args.no_train,
+        teacher=args.teacher, cache=args.cache, finetune_epochs=args.finetune_epochs,
+        distill_epochs=args.distill_epochs, prune_epochs=args.prune_epochs,
+        max_steps=args.max_steps, final_eval_samples=args.final_eval_samples,
+        train_max_len=args.train_max_len, rank_weight=args.rank_weight,
+        margin=args.margin)
+
+
+def settings_from_args(args: argparse.Namespace) -> "SearchSettings":
+    from tp_search.search.search_settings import SearchSettings
+    return SearchSettings(
+        latency_ms=args.latency_ms, task=args.task, model=args.model,
+        proxy_model=args.proxy_model, dense_model=args.dense_model,
+        machines=tuple(args.machine), results=args.results,
+        seq_len=args.seq_len, workload=args.workload, percentile=args.percentile,
+        backends=tuple(args.backend),
+        truncation=None if args.truncation is None else tuple(args.truncation),
+        batch=args.batch, threads=args.threads, device=args.device,
+        flops_reduction=args.flops_reduction, trials=args.trials, population=args.population,
+        eval_samples=args.eval_samples, eval_threads=args.eval_threads, seed=args.seed,
+        out=args.out, storage=args.storage, study_name=args.study_name,
+        measure=not args.no_measure, repeats=args.repeats,
+        layers=tuple(args.layers), min_ratio=args.min_ratio, max_ratio=args.max_ratio,
+        floor=args.floor, progress=not args.quiet)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(
+        prog="tp-search", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="The main job: profile this machine, fine-tune a teacher, distil its\n"
+                    "token ranking into early layers, search, train the chosen configuration\n"
+                    "and measure it (--no-train stops after the search). --search-only:\n"
+                    "search which layers prune and how many tokens each keeps (coarse to\n"
+                    "fine, NSGA-II), maximising the dev metric of static top-k pruning (no\n"
+                    "retraining) under a predicted-latency target from this machine's (or\n"
+                    "--machine's) latency table. Resumable; workers may share one --storage.")
+    add_search_args(p)
+    add_pipeline_args(p)
+    p.add_argument("--format", choices=("table", "json"), default="table",
+                   help="summary on stdout (logs go to stderr)")
+    add_common(p)
+    return p
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """``kill`` (SIGTERM) ends the run like Ctrl-C: the running trial is marked FAIL."""
+    def handler(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def summary_rows(r: "SearchResult") -> list[tuple[str, str]]:
+    rows = [("status", "dense model meets the target (no search)" if r.status == "dense"
+             else f"searched ({r.stats.get('complete', 0)} complete trials)"),
+            ("workload", r.workload_text()),
+            ("target", f"{r.target_ms:g} ms at p{r.load.percentile:g}"
+                       + (f", MACs reduction >= {r.settings.flops_reduction:g}x"
+                          if r.settings.flops_reduction else ""))]
+    for c in r.choices:
+        rows += [(f"{c.machine_id}", c.candidate.describe()),
+                 ("  predicted", f"{c.latency_ms:.3f} ms (dense {c.dense_ms:.3f} ms); "
+                                 f"over dev lengths {c.expected_ms or float('nan'):.3f} ms"),
+                 ("  proxy " + r.metric_name, f"{c.metric:.4f} (dense {r.dense_metric:.4f})"),
+                 ("  MACs reduction", f"{c.macs['workload']:.2f}x at the workload, "
+                                      f"{c.macs['real']:.2f}x dev real lengths, "
+                                      f"{c.macs['padded']:.2f}x vs padded to {r.seq_len}")]
+        m = c.measurement
+        rows.append(("  measured", c.measure_note if m is None else
+                     f"p{m.percentile:g} {m.chosen_ms:.3f} ms, median "
+                     f"{m.chosen.median_ms:.3f} ms (dense on {c.backend} "
+                     f"{m.dense.median_ms:.3f} ms), prediction error {m.error_pct:+.1f}%"
+                     + ("" if m.meets_target else " -- MISSES THE TARGET")))
+    rows += [("seed", str(r.settings.seed)), ("outputs", str(r.out_dir))]
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args)
+    return guarded("tp-search", lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    require_device(args.device)
+    from tp_search.search.run import run_search
+    if not args.search_only:
+        from tp_search.search.pipeline.main_job import run_pipeline
+        with sigterm_as_interrupt():
+            res = run_pipeline(pipeline_from_args(args))
+        if args.format == "json":
+            sys.stdout.write(dump_json(res.summary))
+        else:
+            sys.stdout.write((res.run_dir / "report.md").read_text())
+        return 0
+    with sigterm_as_interrupt():
+        result = run_search(settings_from_args(args))
+    if args.format == "json":
+        sys.stdout.write(dump_json(result.to_dict()))
+    else:
+        print_table(summary_rows(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""The search space: runtime, input length, and ToP's coarse-to-fine pruning choices.
+
+A point is a ``Candidate``: the backend it runs on (``backend``: torch, ort, ort-int8 —
+asked only when there is more than one), the length inputs are truncated to (``max_len``,
+asked only when there is more than one; 0 = no truncation beyond the workload's length),
+and a top-k schedule. Coarse: which candidate layers prune at all (``prune_<l>``, a bool;
+layer 0 never prunes). Fine: how much a pruning layer keeps of what entered it
+(``ratio_<l>`` in [min_ratio, max_ratio], asked for only when ``prune_<l>`` is true: a
+define-by-run, conditional space). ``keep[l] = max(floor, keep[l-1] * ratio_l)`` rounded to
+4 decimals, and non-pruning layers repeat the previous value, so keep fractions are
+non-increasing by construction and any parameter dict maps to a valid configuration.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+from tp_search.pruning.config import ModelShape, PruningConfig
+from tp_search.pruning.core.errors import TpError
+
+DECIMALS = 4  # keep fractions are rounded: readable outputs, stable cache keys
+
+
+BACKEND, MAX_LEN = "backend", "max_len"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One point of the space: where it runs, how long its inputs may be, what it keeps."""
+
+    backend: str
+    max_len: int  # truncation (tokens); 0 = none beyond the workload's length
+    config: PruningConfig
+
+    @property
+    def keep(self) -> tuple[float, ...]:
+        return self.config.keep or (1.0,) * self.config.shape.num_layers
+
+    @property
+    def key(self) -> str:
+        """Identifies the candidate (trials, reports)."""
+        return f"{self.backend}|{self.max_len}|{keep_key(self.keep)}"
+
+    def describe(self) -> str:
+        trunc = f", truncated to {self.max_len} tokens" if self.max_len else ""
+        return f"{self.backend}{trunc}, keep {keep_key(self.keep)}"
+
+
+def prune_param(layer: int) -> str:
+    return f"prune_{layer}"
+
+
+def ratio_param(layer: int) -> str:
+    return f"ratio_{layer}"
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    shape: ModelShape
+    layers: tuple[int, ...] = ()  # candidate pruning layers; () = every layer but the first
+    min_ratio: float = 0.2
+    max_ratio: float = 0.95
+    floor: float = 0.02  # smallest keep fraction (CLS always survives anyway)
+    backends: tuple[str, ...] = ("torch",)  # runtimes to choose from
+    lengths: tuple[int, ...] = (0,)  # truncation lengths to choose from (0: none)
+
+    def __post_init__(self) -> None:
+        L = self.shape.num_layers
+        layers = tuple(sorted(set(self.layers))) if self.layers else tuple(range(1, L))
+        object.__setattr__(self, "layers", layers)
+        bad = [l for l in layers if not 1 <= l < L]
+        if bad:
+            raise TpError(f"candidate layer {bad[0]} is out of range: layers 1..{L - 1} can "
+                          "prune (layer 0 never prunes)")
+        if not layers:
+            raise TpError(f"a {L}-layer model has no layer that may prune (layer 0 never "
+                          "prunes); token pruning needs at least 2 layers")
+        if not 0 < self.min_ratio <= self.max_ratio < 1:
+            raise TpError(f"ratio range [{self.min_ratio}, {self.max_ratio}] must satisfy "
+                          "0 < min <= max < 1")
+        if not 0 < self.floor < 1:
+            raise TpError(f"keep floor {self.floor} must be in (0, 1)")
+        if not self.backends or len(set(self.backends)) != len(self.backends):
+            raise TpError(f"backends {self.backends}: name each at least and at most once")
+        lengths = tuple(sorted(set(self.lengths), key=lambda n: (n != 0, -n)))
+        if not lengths or min(lengths) < 0:
+            raise TpError(f"truncation lengths {self.lengths} must be positive (0: none)")
+        object.__setattr__(self, "lengths", lengths)
+
+    # ---- parameters -> configuration ---------------------------------------------------
+    def keep(self, params: Mapping[str, Any]) -> tuple[float, ...]:
+        out, prev = [], 1.0
+        for l in range(self.shape.num_layers):
+            if l in self.layers and params.get(prune_param(l)):
+                r = float(params[ratio_param(l)])
+                if not self.min_ratio - 1e-9 <= r <= self.max_ratio + 1e-9:
+                    raise TpError(f"{ratio_param(l)}={r} is outside the search range "
+                                  f"[{self.min_ratio}, {self.max_ratio}]")
+                prev = max(self.floor, round(prev * r, DECIMALS))
+            out.append(prev)
+        return tuple(out)
+
+    def to_config(self, params: Mapping[str, Any], **meta: Any) -> PruningConfig:
+        return PruningConfig.topk(self.shape, self.keep(params), method="search", **meta)
+
+    def to_candidate(self, params: Mapping[str, Any]) -> Candidate:
+        backend = params.get(BACKEND, self.backends[0])
+        max_len = int(params.get(MAX_LEN, self.lengths[0]))
+        if backend not in self.backends or max_len not in self.lengths:
+            raise TpError(f"backend {backend!r} / max_len {max_len} is outside the search "
+                          f"space ({self.describe()})")
+        return Candidate(backend, max_len, self.to_config(params))
+
+    def suggest(self, trial: Any) -> Candidate:
+        """Ask ``trial`` (an optuna Trial) for a point of the space, define-by-run."""
+        params: dict[str, Any] = {}
+        if len(self.backends) > 1:
+            params[BACKEND] = trial.suggest_categorical(BACKEND, self.backends)
+        if len(self.lengths) > 1:
+            params[MAX_LEN] = trial.suggest_categorical(MAX_LEN, self.lengths)
+        for l in self.layers:
+            prune = trial.suggest_categorical(prune_param(l), (False, True))
+            params[prune_param(l)] = prune
+            if prune:
+                params[ratio_param(l)] = trial.suggest_float(ratio_param(l), self.min_ratio,
+                                                             self.max_ratio)
+        return self.to_candidate(params)
+
+    def distributions(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Optuna distributions of the given parameters (to rebuild recorded trials)."""
+        out: dict[str, Any] = {}
+        for name in params:
+            if name == BACKEND:
+                out[name] = CategoricalDistribution(self.backends)
+            elif name == MAX_LEN:
+                out[name] = CategoricalDistribution(self.lengths)
+            elif name.startswith("prune_"):
+                out[name] = CategoricalDistribution((False, True))
+            elif name.startswith("ratio_"):
+                out[name] = FloatDistribution(self.min_ratio, self.max_ratio)
+            else:
+                raise TpError(f"parameter {name!r} is not part of the search space")
+        return out
+
+    # ---- configuration -> parameters ---------------------------------------------------
+    def candidate_params(self, c: Candidate) -> dict[str, Any]:
+        """The parameters that reproduce candidate ``c`` (for ``study.enqueue_trial``)."""
+        params: dict[str, Any] = {}
+        if len(self.backends) > 1:
+            params[BACKEND] = c.backend
+        if len(self.lengths) > 1:
+            params[MAX_LEN] = c.max_len
+        return {**params, **self.to_params(c.config)}
+
+    def to_params(self, cfg: PruningConfig) -> dict[str, Any]:
+        """The pruning parameters that reproduce ``cfg``.
+
+        ``to_config(to_params(cfg)).keep == cfg.keep`` for every configuration of the space
+        (any 4-decimal keep schedule whose drops happen at candidate layers, each by a ratio
+        in range or down to the floor).
+        """
+        cfg.check_shape(self.shape)
+        if cfg.policy == "none":
+            return {prune_param(l): False for l in self.layers}
+        if cfg.policy != "topk":
+            raise TpError(f"a {cfg.policy} configuration is not in the top-k search space")
+        params: dict[str, Any] = {}
+        prev = 1.0
+        for l, k in enumerate(cfg.keep):
+            drops = k < prev - 1e-12
+            if l not in self.layers:
+                if drops:
+                    raise TpError(f"configuration prunes at layer {l}, which is not a "
+                                  f"candidate layer ({', '.join(map(str, self.layers))})")
+                continue
+            params[prune_param(l)] = drops
+            if drops:
+                r = k / prev
+                if k <= self.floor + 1e-12 and r < self.min_ratio:
+                    r = self.min_ratio  # clamped to the floor: the smallest ratio gets there
+                if not self.min_ratio - 1e-9 <= r <= self.max_ratio + 1e-9:
+                    raise TpError(f"layer {l} keeps {r:.4f} of its input, outside the search "
+                                  f"range [{self.min_ratio}, {self.max_ratio}]")
+                params[ratio_param(l)] = min(max(r, self.min_ratio), self.max_ratio)
+            prev = k
+        return params
+
+    # ---- extremes ----------------------------------------------------------------------
+    def chain(self, layers: tuple[int, ...] | None = None) -> PruningConfig:
+        """The most aggressive schedule pruning exactly at ``layers`` (default: all)."""
+        chosen = self.layers if layers is None else layers
+        params: dict[str, Any] = {prune_param(l): l in chosen for l in self.layers}
+        params.update({ratio_param(l): self.min_ratio for l in chosen})
+        return self.to_config(params)
+
+    def candidates(self, cfg: PruningConfig) -> list[Candidate]:
+        """``cfg`` on every backend at every length: the single-lever reference points."""
+        return [Candidate(b, n, cfg) for b in self.backends for n in self.lengths]
+
+    def describe(self) -> str:
+        trunc = ", ".join(str(n) if n else "none" for n in self.lengths)
+        return (f"backends {', '.join(self.backends)}; truncation {trunc}; layers "
+                f"{','.join(map(str, self.layers))} may prune, ratio "
+                f"[{self.min_ratio}, {self.max_ratio}] per pruning layer, keep floor "
+                f"{self.floor}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backends": list(self.backends), "lengths": list(self.lengths),
+                "layers": list(self.layers), "min_ratio": self.min_ratio,
+                "max_ratio": self.max_ratio, "floor": self.floor,
+                "parametrisation": "backend and max_len categorical (when more than one); "
+                                   "prune_<l> bool; ratio_<l> only when prune_<l>; "
+                                   "keep[l] = max(floor, round(keep[l-1] * ratio_l, 4))"}
+
+
+def keep_key(keep: tuple[float, ...] | list[float]) -> str:
+    """A stable text key of a keep schedule (cache key, CSV cell)."""
+    return ",".join(f"{k:.{DECIMALS}f}".rstrip("0").rstrip(".") for k in keep)

@@ -1,0 +1,5 @@
+import sys
+
+from tp_search.search.search_cli import main
+
+sys.exit(main())
