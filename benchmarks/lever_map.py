@@ -35,7 +35,7 @@ from tp_search.pruning.data import load_task
 from tp_search.pruning.core.atomic import atomic_save_figure, atomic_write_text
 from tp_search.pruning.model.checkpoint import from_pretrained
 from tp_search.search.run import run_search
-from tp_search.search.runners import build_runner
+from tp_search.pruning.runtime import REFERENCE, get_backend
 from tp_search.search.search_settings import SearchSettings
 
 LEVERS = ("truncation only", "runtime/int8 only", "token pruning only", "all combined")
@@ -49,9 +49,9 @@ def candidates(search: Any, pruning_only: Any, machine: str) -> pd.DataFrame:
         lat = r["latency_ms"].get(machine)
         if r["metric"] is None or lat is None:
             continue
-        lever = ("truncation only" if r["backend"] == "torch" and r["max_len"] else
-                 "runtime/int8 only" if r["backend"] != "torch" and not r["max_len"] else
-                 "dense" if r["backend"] == "torch" else "all combined")
+        lever = ("truncation only" if r["backend"] == REFERENCE and r["max_len"] else
+                 "runtime/int8 only" if r["backend"] != REFERENCE and not r["max_len"] else
+                 "dense" if r["backend"] == REFERENCE else "all combined")
         rows.append({"lever": lever, "backend": r["backend"], "max_len": r["max_len"],
                      "keep": "dense", "predicted_ms": lat, "proxy_metric": r["metric"]})
     for res, lever in ((pruning_only, "token pruning only"), (search, "all combined")):
@@ -108,7 +108,8 @@ def main() -> None:
                   always_search=True)  # the loosest target may be met by dense ORT
     search = run_search(SearchSettings(out=f"{a.runs}/{label}/all", **common))
     pruning_only = run_search(SearchSettings(out=f"{a.runs}/{label}/pruning",
-                                             backends=("torch",), truncation=(0,), **common))
+                                             backends=(REFERENCE,), truncation=(0,),
+                                             **common))
     cands = candidates(search, pruning_only, search.primary.machine_id)
     picks: list[dict[str, Any]] = []
     for f, t in targets.items():
@@ -133,10 +134,10 @@ def measure(picks: list[dict[str, Any]], teacher: Any, dev: Any, a: argparse.Nam
             cfg = PruningConfig.dense(teacher.shape) if keep is None else \
                 PruningConfig.topk(teacher.shape, keep)
             n = min(a.seq_len, p["max_len"]) if p["max_len"] else a.seq_len
-            runs[key] = (build_runner(teacher, p["backend"], cfg), n)
+            runs[key] = (get_backend(p["backend"]).build(teacher, cfg), n)
     feeds = {n: fixed_inputs(teacher, dev, n, 1) for _, n in runs.values()}
     fns = {str(k): (lambda r=r, n=n: r(feeds[n])) for k, (r, n) in runs.items()}
-    dense = build_runner(teacher, "torch", PruningConfig.dense(teacher.shape))
+    dense = get_backend(REFERENCE).build(teacher, PruningConfig.dense(teacher.shape))
     fns["dense"] = lambda: dense(feeds[a.seq_len] if a.seq_len in feeds
                                  else fixed_inputs(teacher, dev, a.seq_len, 1))
     with torch.inference_mode():

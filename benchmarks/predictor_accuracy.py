@@ -24,6 +24,7 @@ import pandas as pd
 
 from tp_search.profiler.fingerprint import fingerprint
 from tp_search.pruning.core.atomic import atomic_write_text
+from tp_search.pruning.runtime.registry import REFERENCE
 
 RUNS = [
     "--model default --backend torch --threads 1 --batch 1 --max-len 512 --validate "
@@ -56,7 +57,7 @@ def collect(results: Path, machine_id: str) -> pd.DataFrame:
         top = int(e[(e.batch == v["batch"]) & (e.threads == v["threads"])].n.max())
         cal = table["calibration"].get(f"b{v['batch']}-t{v['threads']}", {})
         shape, _, backend = v["shape"].partition("@")
-        rows.append(dict(shape=shape, backend=backend or "torch", batch=v["batch"],
+        rows.append(dict(shape=shape, backend=backend or REFERENCE, batch=v["batch"],
                          threads=v["threads"],
                          seq_len=v["seq_len"], samples=v["samples"],
                          median_abs_error=v["median_abs_error"],

@@ -22,7 +22,6 @@ from tp_search.pruning.runtime import get_backend
 
 from tp_search.profiler.fingerprint import Fingerprint
 from tp_search.profiler.grid import measure_grid
-from tp_search.profiler.ort_measure import OrtTimers, full_pass
 from tp_search.profiler.predictor import Predictor
 from tp_search.profiler.build_settings import BuildSettings
 from tp_search.profiler.table import COLUMNS, LatencyTable, default_grid
@@ -79,14 +78,15 @@ def calibrate(model: PrunedBert, pred: Predictor, s: BuildSettings, batch: int,
     # a quarter of the grid's time, at least the configured budget
     lens = calibration_lengths(pred, min(s.max_len, pred.max_len),
                                max(s.calibration_budget_s, grid_s / 4))
-    run = full_pass(model, s.backend, pred.threads)
+    backend = get_backend(s.backend)
+    run = backend.full_pass(model, pred.threads)
     xs, fns = [], {}
     # an exported backend compiles one graph per configuration: the same few schedules
     # serve every length there; the encoder itself draws fresh ones per length
     shared = [random_schedule(model.shape, lens[-1], rng) for _ in range(2)]
     for n in lens:
         ids = fixed_inputs(model, None, n, batch, seed=n)["input_ids"].to(s.device)
-        cfgs = [PruningConfig.dense(model.shape)] + (shared if s.backend != "torch" else [
+        cfgs = [PruningConfig.dense(model.shape)] + (shared if backend.exported else [
             random_schedule(model.shape, n, rng)
             for _ in range(max(1, s.calibration_configs // len(lens)))])
         for cfg in cfgs:
@@ -128,7 +128,8 @@ def build_table(model: PrunedBert, fp: Fingerprint, results: Path, s: BuildSetti
     written whole.
     """
     grid = s.grid or default_grid(s.max_len)
-    if s.backend != "torch":  # exported graphs take >= 2 tokens (CLS, SEP): the predictor
+    backend = get_backend(s.backend)
+    if backend.exported:  # exported graphs take >= 2 tokens (CLS, SEP): the predictor
         grid = [n for n in grid if n >= 2]  # holds the 2-token costs below that
     machine = fp.to_dict()
     entries = existing.entries if existing is not None else pd.DataFrame(columns=list(COLUMNS))
@@ -140,7 +141,7 @@ def build_table(model: PrunedBert, fp: Fingerprint, results: Path, s: BuildSetti
         entries = entries[keep]
         redo = {f"b{b}-t{t}" for b, t in asked}
         calibration = {k: v for k, v in calibration.items() if k not in redo}
-    key = {k: v for k, v in get_backend(s.backend).key(1).items() if k != "threads"}
+    key = {k: v for k, v in backend.key(1).items() if k != "threads"}
     table = LatencyTable(model.shape, machine, s.device, entries, grid,
                          settings={"measure": s.measure.__dict__, "max_len": s.max_len,
                                    "calibration_configs": s.calibration_configs,
@@ -169,9 +170,9 @@ def build_table(model: PrunedBert, fp: Fingerprint, results: Path, s: BuildSetti
                                   .to_csv(index=False))
 
             t0 = time.perf_counter()
-            timers = None if s.backend == "torch" else OrtTimers(model, s.backend, t).at
-            measure_grid(model, b, t, grid, s.device, s.measure, done, save_point, bar,
-                         timers)
+            torch.set_num_threads(t)
+            measure_grid(backend.component_timers(model, t), b, t, grid, s.measure, done,
+                         save_point, bar)
             new = pd.DataFrame([r for r in rows if r["batch"] == b and r["threads"] == t],
                                columns=list(COLUMNS))
             old = table.entries

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from tp_search.pruning.runtime.registry import REFERENCE
+
 
 @dataclass
 class MeasureSettings:
@@ -39,6 +41,6 @@ class BuildSettings:
     calibration_configs: int = 3
     calibration_budget_s: float = 10.0
     force: bool = False
-    backend: str = "torch"  # the runtime timed (pruning.runtime); torch: the encoder itself
+    backend: str = REFERENCE  # the runtime timed (pruning.runtime); the reference: the encoder
     measure: MeasureSettings = field(default_factory=MeasureSettings)
     seed: int = 0

@@ -13,11 +13,12 @@ import hashlib
 import json
 import platform
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 
 import cpuinfo
 import psutil
 
+SOFTWARE = {"part_of_id": False}  # fields recorded beside the id, not hashed into it
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile",
              "amx_bf16", "amx_int8", "neon", "asimd", "sve")
 
@@ -33,15 +34,16 @@ class Fingerprint:
     l3_cache_kb: int
     memory_gib: int
     device: str  # "cpu" or the CUDA device name
-    torch: str
+    torch: str = field(metadata=SOFTWARE)
     dtype: str = "float32"
     cpu_family: int | None = None  # CPUID family and model: the microarchitecture
     cpu_model: int | None = None
-    threads: int | None = None  # the thread count of the measurement, not part of the id
+    threads: int | None = field(default=None, metadata=SOFTWARE)  # of the measurement
 
     @property
     def hardware_hash(self) -> str:
-        key = {k: v for k, v in asdict(self).items() if k not in ("torch", "threads")}
+        soft = {f.name for f in fields(self) if f.metadata.get("part_of_id", True) is False}
+        key = {k: v for k, v in asdict(self).items() if k not in soft}
         return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:6]
 
     @property

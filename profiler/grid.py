@@ -1,29 +1,21 @@
-"""Measuring a latency table with the code the pruned encoder really runs.
-
-Each timed *pass* runs every layer of the model in order, so weights come from memory
-the way they do in a real forward pass (timing one layer in a loop keeps its weights in
-cache and under-predicts a real pass by 11-19%). Passes alternate between the two kinds of
-layer the encoder has: a plain layer (SDPA attention + finish on n tokens) and a pruning
-layer (explicit attention with scores + selection n -> n/2 + finish), so neither borrows
-the other's warm caches. Per-layer costs are the pass totals divided by the layer count.
+"""Measuring a latency table's grid: every token count timed with the backend's own pass
+timer (``Backend.component_timers``: the encoder's layer methods on PyTorch, the component
+graphs on an exported runtime), repeated within a budget, re-measured when other processes
+load the CPU.
 """
 from __future__ import annotations
 
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import psutil
 import torch
 
-from tp_search.pruning.measure import fixed_inputs
-from tp_search.pruning.config import PruningConfig
-from tp_search.pruning.model.encoder import PrunedBert
-from tp_search.pruning.model.keep import gather
-
 from tp_search.profiler.build_settings import MeasureSettings
+from tp_search.pruning.runtime.base import TimerFactory
 
 log = logging.getLogger("tp.profiler")
 
@@ -65,79 +57,6 @@ class CpuWatch:
         self.other = max(0.0, (busy - mine) / (wall * self.ncpu))
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-class PassTimer:
-    """Times the components of one model at one (batch, n) with realistic passes."""
-
-    def __init__(self, model: PrunedBert, batch: int, n: int, device: str, seed: int = 0) -> None:
-        self.model, self.device, self.n, self.batch = model, device, n, batch
-        self.ids = fixed_inputs(model, None, n, batch, seed + n)["input_ids"].to(device)
-        # keep half the tokens at every layer: the selection step n -> n/2
-        self.half = PruningConfig.topk(model.shape, [0.5] * model.shape.num_layers)
-        self.n_real = torch.full((batch,), n, device=device, dtype=torch.long)
-
-    def _t(self) -> float:
-        _sync(self.device)
-        return time.perf_counter()
-
-    def warm(self) -> None:
-        """One layer of each kind at this shape: cheap, and enough to take first-call costs."""
-        m, layer = self.model, self.model.layers[0]
-        x = m.embeddings(self.ids, None)
-        ctx, _ = layer.attention(x, None, need_probs=False)
-        layer.finish(x, ctx)
-        self.pruning_pass(layers=1)
-        m.classify(x)
-
-    def plain_pass(self) -> dict[str, float]:
-        """embed + every layer as a non-pruning layer + head; ms per component (per layer)."""
-        m, L = self.model, len(self.model.layers)
-        t0 = self._t()
-        x = m.embeddings(self.ids, None)
-        t1 = self._t()
-        sdpa = fin = 0.0
-        for layer in m.layers:
-            a = self._t()
-            ctx, _ = layer.attention(x, None, need_probs=False)
-            b = self._t()
-            x = layer.finish(x, ctx)
-            c = self._t()
-            sdpa += b - a
-            fin += c - b
-        a = self._t()
-        m.classify(x)
-        b = self._t()
-        return {"embed": (t1 - t0) * 1e3, "attn_sdpa": sdpa / L * 1e3,
-                "finish": fin / L * 1e3, "head": (b - a) * 1e3}
-
-    def pruning_pass(self, layers: int | None = None) -> dict[str, float]:
-        """Every layer as a pruning layer (n -> n/2); each layer gets the same n-token input
-        (values do not change latency), and the finish on the kept half is timed.
-        ``select`` is the encoder's own keep step (scores, counts, selection) plus the two
-        gathers."""
-        m, L = self.model, len(self.model.layers)
-        x = m.embeddings(self.ids, None)
-        probs_t = sel_t = fin_t = 0.0
-        for l, layer in enumerate(m.layers[:layers]):
-            a = self._t()
-            ctx, probs = layer.attention(x, None, need_probs=True)
-            b = self._t()
-            idx, _, _ = m.keep_step(self.half, l, probs, None, self.n_real)
-            xk, ck = gather(x, idx), gather(ctx, idx)
-            c = self._t()
-            layer.finish(xk, ck)
-            d = self._t()
-            probs_t += b - a
-            sel_t += c - b
-            fin_t += d - c
-        return {"attn_probs": probs_t / L * 1e3, "select": sel_t / L * 1e3,
-                "finish_half": fin_t / L * 1e3}
-
-
 @dataclass
 class PointResult:
     samples: dict[str, np.ndarray]
@@ -146,10 +65,10 @@ class PointResult:
 
 
 @torch.inference_mode()
-def measure_point(model: PrunedBert, batch: int, n: int, device: str, s: MeasureSettings,
-                  timer_for: TimerFactory | None = None) -> PointResult:
-    """``timer_for(batch, n)`` times another backend's passes (default: the encoder's)."""
-    timer = (timer_for or (lambda b, k: PassTimer(model, b, k, device)))(batch, n)
+def measure_point(batch: int, n: int, s: MeasureSettings, timer_for: TimerFactory
+                  ) -> PointResult:
+    """Time one grid point with ``timer_for(batch, n)``, the backend's pass timer."""
+    timer = timer_for(batch, n)
     for _ in range(s.warmup):  # first calls at a new shape pay one-off costs
         timer.warm()
     other = 1.0
@@ -194,12 +113,9 @@ def merge(results: list[PointResult]) -> PointResult:
                        max(r.other_cpu for r in results), any(r.busy for r in results))
 
 
-TimerFactory = Callable[[int, int], Any]  # (batch, n) -> an object like PassTimer
-
-
-def measure_grid(model: PrunedBert, batch: int, threads: int, grid: Iterable[int], device: str,
+def measure_grid(timer_for: TimerFactory, batch: int, threads: int, grid: Iterable[int],
                  s: MeasureSettings, done: set[int], on_point: Callable[[int, list[dict]], None],
-                 progress=None, timer_for: TimerFactory | None = None) -> None:
+                 progress=None) -> None:
     """Measure every grid point not in ``done``; ``on_point`` persists each as it finishes
     (after its last sweep; an interrupted sweep is measured again on resume).
 
@@ -215,7 +131,7 @@ def measure_grid(model: PrunedBert, batch: int, threads: int, grid: Iterable[int
     acc: dict[int, list[PointResult]] = {}
     for k in range(sweeps):
         for n in (todo if k % 2 == 0 else todo[::-1]):  # alternate direction: no point
-            res = measure_point(model, batch, n, device, part, timer_for)  # never last twice
+            res = measure_point(batch, n, part, timer_for)  # never last twice
             acc.setdefault(n, []).append(res)
             if k == sweeps - 1:
                 res = merge(acc.pop(n))

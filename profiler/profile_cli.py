@@ -25,6 +25,7 @@ from tp_search.pruning.core.cli_common import (
 from tp_search.pruning.core.errors import TpError
 from tp_search.pruning.core.atomic import atomic_write_text
 from tp_search.pruning.model.archs import ARCHS
+from tp_search.pruning.runtime.registry import REFERENCE, help_text
 
 from tp_search.profiler.build_settings import BuildSettings, MeasureSettings
 
@@ -45,10 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "(latency does not depend on the weights)")
     p.add_argument("--device", type=device, default="cpu",
                    help="cpu, cuda or cuda:N (default: cpu)")
-    p.add_argument("--backend", type=name_list, default=["torch"],
-                   help="runtimes to profile, comma-separated: torch (the encoder, eager "
-                        "fp32), ort (ONNX Runtime fp32), ort-int8 (dynamic int8 weights); "
-                        "one table each (default: torch)")
+    p.add_argument("--backend", type=name_list, default=[REFERENCE],
+                   help=f"runtimes to profile, comma-separated, one table each: {help_text()} "
+                        f"(default: {REFERENCE})")
     p.add_argument("--threads", type=int_list, default=[1], help="thread counts, e.g. 1,2")
     p.add_argument("--batch", type=int_list, default=[1], help="batch sizes, e.g. 1,8")
     p.add_argument("--max-len", type=positive_int, default=512,
@@ -108,14 +108,14 @@ def _run(args: argparse.Namespace) -> int:
     # imported here, not at the top: they load torch, which --help does not need
     from tp_search.pruning.measure.memory import check_fits
     from tp_search.pruning.model.checkpoint import from_pretrained, random_model
-    from tp_search.pruning.runtime import get_backend
+    from tp_search.pruning.runtime import require_available
 
     from tp_search.profiler.fingerprint import fingerprint
     from tp_search.profiler.store import results_dir
     from tp_search.profiler.table import parse_grid
     require_device(args.device)
     for b in args.backend:
-        get_backend(b)  # an unknown or unavailable backend fails before any measuring
+        require_available(b)  # an unknown or unavailable backend fails before any measuring
     model = random_model(args.arch) if args.arch else from_pretrained(args.model, tokenizer=False)
     if args.max_len > model.config.max_len and not args.recalibrate:
         raise TpError(f"--max-len {args.max_len} exceeds the model's "
@@ -155,15 +155,17 @@ def _profile(args: argparse.Namespace, model: Any, fp: Any, res: Path, grid: Any
     import torch  # here: the CLI module stays torch-free for --help
 
     from tp_search.profiler.build import build_table, recalibrate_table
+    from tp_search.profiler.fingerprint import Fingerprint
     from tp_search.profiler.predictor import Predictor
     from tp_search.profiler.store import table_path
     from tp_search.profiler.table import LatencyTable
     from tp_search.profiler.validate import validate
     path = table_path(res, fp.machine_id, model.shape, backend)
     existing = LatencyTable.load(path) if path.is_file() else None
-    if existing is not None and existing.machine.get("torch") != fp.torch and not args.force:
+    was = Fingerprint.from_dict(existing.machine).torch if existing is not None else fp.torch
+    if was != fp.torch and not args.force:
         log.warning("existing table was measured with torch %s (now %s); pass --force to "
-                    "re-measure", existing.machine.get("torch"), fp.torch)
+                    "re-measure", was, fp.torch)
     s = BuildSettings(batches=args.batch, threads=args.threads, max_len=args.max_len,
                       grid=grid, device=args.device, force=args.force, seed=args.seed,
                       backend=backend,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tp_search.pruning.config import ModelShape
 from tp_search.pruning.core.errors import TpError
+from tp_search.pruning.runtime.registry import REFERENCE
 
 from tp_search.profiler.fingerprint import Fingerprint, fingerprint
 from tp_search.profiler.predictor import Predictor
@@ -25,14 +26,14 @@ def known_machines(results: Path) -> list[str]:
     return sorted(p.name for p in d.iterdir() if p.is_dir()) if d.is_dir() else []
 
 
-def table_path(results: Path, machine_id: str, shape: ModelShape, backend: str = "torch"
+def table_path(results: Path, machine_id: str, shape: ModelShape, backend: str = REFERENCE
                ) -> Path:
     return results / "machines" / machine_id / f"{table_stem(shape, backend)}.json"
 
 
 def find_table(shape: ModelShape, device: str = "cpu", machine: str | None = None,
                results: str | Path | None = None, current: Fingerprint | None = None,
-               backend: str = "torch") -> LatencyTable:
+               backend: str = REFERENCE) -> LatencyTable:
     """The table for ``shape`` on ``backend`` on this machine (or on ``machine``, when
     planning for another).
 
@@ -48,17 +49,18 @@ def find_table(shape: ModelShape, device: str = "cpu", machine: str | None = Non
         hint = (f"; tables for this shape exist for: {', '.join(others)} "
                 "(pass --machine ID to plan for one of them)" if others and not machine else "")
         what = f"machine {mid}" if machine else f"this machine ({mid})"
-        on = "" if backend == "torch" else f" ({backend} backend)"
-        flag = "" if backend == "torch" else f" --backend {backend}"
+        on = "" if backend == REFERENCE else f" ({backend} backend)"
+        flag = "" if backend == REFERENCE else f" --backend {backend}"
         raise TpError(f"no latency table for {shape_name(shape)}{on} on {what} under {res}; "
                       f"run tp-profile --model <dir> --device {device}{flag}{hint}")
     table = LatencyTable.load(path)
     if table.machine.get("machine_id") != mid:
         raise TpError(f"{path}: table belongs to {table.machine.get('machine_id')}, not {mid}")
-    if here is not None and table.machine.get("torch") != here.torch:
+    measured_with = Fingerprint.from_dict(table.machine).torch
+    if here is not None and measured_with != here.torch:
         log.warning("latency table %s was measured with torch %s, this is torch %s: "
                     "predictions may be off; rerun tp-profile --force to refresh it",
-                    mid, table.machine.get("torch"), here.torch)
+                    mid, measured_with, here.torch)
     ort = table.runtime.get("onnxruntime")
     if here is not None and ort and ort != installed_version("onnxruntime"):
         log.warning("latency table %s/%s was measured with onnxruntime %s, this is %s: "
@@ -76,12 +78,12 @@ def installed_version(package: str) -> str | None:
 
 def load_predictor(shape: ModelShape, device: str = "cpu", machine: str | None = None,
                    threads: int = 1, batch: int = 1, results: str | Path | None = None,
-                   backend: str = "torch") -> Predictor:
+                   backend: str = REFERENCE) -> Predictor:
     table = find_table(shape, device, machine, results, backend=backend)
     if (batch, threads) not in table.combos():
         have = ", ".join(f"batch {b}/{t} thread(s)" for b, t in table.combos()) or "nothing"
         raise TpError(f"latency table {table.machine_id}/{table.stem} has no entries for batch "
                       f"{batch} with {threads} thread(s) (it has {have}); run tp-profile "
                       f"--batch {batch} --threads {threads}"
-                      + ("" if backend == "torch" else f" --backend {backend}"))
+                      + ("" if backend == REFERENCE else f" --backend {backend}"))
     return Predictor(table, batch=batch, threads=threads)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pandas as pd
 
 from tp_search.pruning.config import ModelShape
+from tp_search.pruning.runtime.registry import REFERENCE
 
 from tp_search.profiler.fingerprint import Fingerprint
 from tp_search.profiler.table import COMPONENTS, LatencyTable, default_grid
@@ -17,7 +18,7 @@ def fake_fingerprint(name: str = "test-machine", torch: str = "2.13.0") -> Finge
 
 def synthetic_table(shape: ModelShape, max_len: int = 128, combos=((1, 1),),
                     ms_per_gmac: float = 1.0, fp: Fingerprint | None = None,
-                    overhead_ms: float = 0.01, backend: str = "torch") -> LatencyTable:
+                    overhead_ms: float = 0.01, backend: str = REFERENCE) -> LatencyTable:
     """A table whose component costs follow the MACs formula plus a small fixed overhead."""
     d, f, H = shape.hidden_size, shape.intermediate_size, shape.num_heads
     cost = {

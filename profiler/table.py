@@ -25,6 +25,7 @@ from tp_search.pruning.config import ModelShape
 from tp_search.pruning.core.errors import TpError
 from tp_search.pruning.core.atomic import atomic_write_text
 from tp_search.pruning.model.archs import ARCHS
+from tp_search.pruning.runtime.registry import REFERENCE
 
 COMPONENTS = ("embed", "attn_sdpa", "attn_probs", "select", "finish", "head")
 COLUMNS = ("batch", "threads", "component", "n", "median_ms", "p10_ms", "p90_ms", "repeats",
@@ -41,8 +42,9 @@ def shape_name(shape: ModelShape) -> str:
             f"-F{shape.intermediate_size}")
 
 
-def table_stem(shape: ModelShape, backend: str = "torch") -> str:
-    return shape_name(shape) if backend == "torch" else f"{shape_name(shape)}@{backend}"
+def table_stem(shape: ModelShape, backend: str = REFERENCE) -> str:
+    """The shape's name, and the backend unless it is the reference (the first tables)."""
+    return shape_name(shape) if backend == REFERENCE else f"{shape_name(shape)}@{backend}"
 
 
 def default_grid(max_len: int) -> list[int]:
@@ -82,7 +84,7 @@ class LatencyTable:
     grid: list[int]
     settings: dict[str, Any] = field(default_factory=dict)
     calibration: dict[str, dict[str, float]] = field(default_factory=dict)  # "b{B}-t{T}"
-    backend: str = "torch"  # the runtime the entries were timed on (pruning.runtime)
+    backend: str = REFERENCE  # the runtime the entries were timed on (pruning.runtime)
     runtime: dict[str, Any] = field(default_factory=dict)  # its versions and session options
 
     @property
@@ -156,4 +158,4 @@ class LatencyTable:
             raise TpError(f"{json_path.with_suffix('.csv')}: missing columns {sorted(missing)}")
         return cls(ModelShape(**meta["shape"]), meta["machine"], meta["device"], entries,
                    meta["grid"], meta.get("settings", {}), meta.get("calibration", {}),
-                   meta.get("backend", "torch"), meta.get("runtime", {}))
+                   meta.get("backend", REFERENCE), meta.get("runtime", {}))

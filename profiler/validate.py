@@ -14,9 +14,9 @@ from tp_search.pruning.measure.timing import time_interleaved
 from tp_search.pruning.config import PruningConfig
 from tp_search.pruning.macs import dense_macs, schedule_macs
 from tp_search.pruning.model.encoder import PrunedBert
+from tp_search.pruning.runtime import get_backend
 
 from tp_search.profiler.build import random_schedule
-from tp_search.profiler.ort_measure import full_pass
 from tp_search.profiler.predictor import Predictor
 
 
@@ -56,9 +56,10 @@ def validate(model: PrunedBert, pred: Predictor, seq_len: int, samples: int, dev
     shape = model.shape
     cfgs = [random_schedule(shape, seq_len, rng) for _ in range(samples)]
     ids = fixed_inputs(model, None, seq_len, pred.batch, seed=seq_len)["input_ids"].to(device)
-    run = full_pass(model, pred.table.backend, pred.threads)  # the table's own backend
+    backend = get_backend(pred.table.backend)  # the table's own backend
+    run = backend.full_pass(model, pred.threads)
     fns = {str(i): run(c, ids) for i, c in enumerate(tqdm(
-        cfgs, desc="building schedules", disable=pred.table.backend == "torch", leave=False))}
+        cfgs, desc="building schedules", disable=not backend.exported, leave=False))}
     fns["dense"] = run(PruningConfig.dense(shape), ids)
     with tqdm(total=repeats, desc=f"validating b{pred.batch} t{pred.threads} n{seq_len}",
               unit="round") as bar:

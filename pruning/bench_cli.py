@@ -21,6 +21,9 @@ from tp_search.pruning.config import PruningConfig, parse_keep
 from tp_search.pruning.core.errors import TpError
 from tp_search.pruning.core.atomic import atomic_write_text
 from tp_search.pruning.model.archs import ARCHS
+from tp_search.pruning.runtime.registry import REFERENCE, help_text
+
+DEFAULT_TASK = "rotten_tomatoes"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,18 +32,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure latency (median, p10/p90), speedup, MACs reduction (padded and "
                     "real-length baselines), accuracy and logit parity of a pruning "
                     "configuration: transformers eager vs our dense vs our pruned encoder on "
-                    "every backend (PyTorch, ONNX Runtime fp32 and int8), timed interleaved "
-                    "in one process. A deployed model directory (RUN/model) is timed with "
-                    "its own input truncation.")
+                    "every available backend, timed interleaved in one process. A deployed "
+                    "model directory (RUN/model) is benched, unless flags say otherwise, on "
+                    "its own task, input length, truncation and backend, beside the dense "
+                    "model on the same backend and on PyTorch.")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--model", help="HF BERT-family checkpoint (bert, roberta, xlm-roberta, "
                                      "distilbert, electra) or tp-search model directory "
                                      "(default: the bundled all-MiniLM-L6-v2)")
     src.add_argument("--arch", choices=sorted(ARCHS),
                      help="random weights of a named shape (latency only, no accuracy)")
-    p.add_argument("--task", default="rotten_tomatoes",
+    p.add_argument("--task",
                    help="rotten_tomatoes, bbc_news, a GLUE task dir, a CSV/TSV file or a dir "
-                        "of train/dev CSVs (default: %(default)s)")
+                        "of train/dev CSVs (default: a deployed model's own task, else "
+                        "rotten_tomatoes)")
     how = p.add_mutually_exclusive_group()
     how.add_argument("--keep", help="topk keep fractions per layer, e.g. 1,1,0.7,0.5,0.4,0.3")
     how.add_argument("--thresholds", help="LTP thresholds per layer, e.g. 0,0.01,0.01,0.02,...")
@@ -48,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=positive_int, help="real tokens per timed input "
                    "(default: the task's max length, 128 for rotten_tomatoes)")
     p.add_argument("--batch", type=positive_int, default=1)
-    p.add_argument("--threads", type=positive_int, default=1)
+    p.add_argument("--threads", type=positive_int,
+                   help="threads (default: a deployed model's own, else 1)")
     p.add_argument("--device", type=device, default="cpu",
                    help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--repeats", type=positive_int, default=50, help="timed rounds")
@@ -59,9 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fixed: inputs of exactly --seq-len real tokens; dev: real dev "
                         "batches with dynamic padding")
     p.add_argument("--backend", type=name_list, default=None,
-                   help="runtimes to time the dense and the pruned model on, comma-separated: "
-                        "torch, ort (ONNX Runtime fp32), ort-int8 (dynamic int8 weights) "
-                        "(default: every available one)")
+                   help=f"runtimes to time the dense and the pruned model on, comma-separated: "
+                        f"{help_text()} (default: a deployed model's own backend and "
+                        f"{REFERENCE}, else every one available here)")
     p.add_argument("--no-hf", action="store_true", help="skip the Hugging Face baseline")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--out", help="also write the JSON report to this file")
@@ -83,17 +89,21 @@ def _run(args: argparse.Namespace) -> int:
     from tp_search.pruning.measure.memory import check_fits
     from tp_search.pruning.data import task_spec
     from tp_search.pruning.model.checkpoint import from_pretrained, random_model
-    from tp_search.pruning.runtime import available_backends, get_backend
+    from tp_search.pruning.runtime import available_backends, require_available
     from tp_search.pruning.runtime.deploy import manifest
     require_device(args.device)
-    backends = tuple(args.backend or available_backends())
+    deployed = manifest(Path(args.model)) if args.model and Path(args.model).is_dir() else None
+    own = deployed or {}  # a deployed model's own settings are the defaults
+    backends = tuple(args.backend or (dict.fromkeys([REFERENCE, own["backend"]]) if deployed
+                                      else available_backends()))
     for b in backends:
-        get_backend(b)  # an unknown backend fails before any model is loaded
+        require_available(b)  # an unknown or unusable backend fails before loading a model
     if args.arch:
         model, task = random_model(args.arch), None
     else:
-        spec = task_spec(args.task)
-        model, task = from_pretrained(args.model, num_labels=spec.num_labels), args.task
+        task = args.task or own.get("task") or DEFAULT_TASK
+        spec = task_spec(task)
+        model = from_pretrained(args.model, num_labels=spec.num_labels)
     if args.config:
         cfg = PruningConfig.load(args.config)
     elif args.thresholds:
@@ -103,18 +113,20 @@ def _run(args: argparse.Namespace) -> int:
     else:
         cfg = model.pruning
     cfg.check_shape(model.shape)
-    seq_len = args.seq_len or default_max_len(task)
+    seq_len = args.seq_len or own.get("seq_len") or default_max_len(task)
     if seq_len > model.config.max_len:
         raise TpError(f"--seq-len {seq_len} exceeds the model's {model.config.max_len} "
                       "positions")
     check_fits(model.shape, args.batch, seq_len)
-    deployed = manifest(Path(args.model)) if args.model and Path(args.model).is_dir() else None
-    s = BenchSettings(seq_len=seq_len, batch=args.batch, threads=args.threads,
+    if deployed and model.tokenizer is not None:  # its tokenizer truncates to the deployed
+        model.tokenizer.model_max_length = seq_len  # length; the dense baseline needs all
+    threads = args.threads or int(own.get("threads") or 1)
+    s = BenchSettings(seq_len=seq_len, batch=args.batch, threads=threads,
                       repeats=args.repeats, warmup=args.warmup, eval_samples=args.eval_samples,
                       workload=args.workload, device=args.device, hf=not args.no_hf,
                       seed=args.seed, backends=backends,
                       pruned_max_len=int(deployed.get("max_len") or 0) if deployed else 0)
-    report = run_bench(model, cfg, task, s, machine_id(args.device, args.threads))
+    report = run_bench(model, cfg, task, s, machine_id(args.device, threads))
     report["model"] = args.arch or str(getattr(model, "source", args.model))
     report["task"] = task
     if deployed:
@@ -165,8 +177,9 @@ def table_rows(r: dict) -> list[tuple[str, str]]:
                                                    f"{v['pruned']:.4f}"))
     if "max_logit_diff_vs_hf" in r:
         rows.append(("max |logit - HF|", f"{r['max_logit_diff_vs_hf']:.2e}"))
-    for k, v in r.get("max_logit_diff_ort_vs_torch", {}).items():
-        rows.append((f"max |logit ort - torch| {k}", f"{v:.2e}"))
+    for b, diffs in r.get("max_logit_diff_vs_reference", {}).items():
+        for k, v in diffs.items():
+            rows.append((f"max |logit {b} - {REFERENCE}| {k}", f"{v:.2e}"))
     if "deployment" in r:
         d = r["deployment"]
         rows.append(("deployed on", f"{d['backend']} (inputs truncated to "

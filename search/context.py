@@ -15,9 +15,11 @@ from typing import Any
 import torch
 
 from tp_search.profiler import fingerprint, load_predictor
+from tp_search.pruning.measure.calibration import calibration_batches
 from tp_search.pruning.measure.memory import check_fits
 from tp_search.pruning.config import ModelShape
 from tp_search.pruning.data import load_task, real_lengths, task_spec
+from tp_search.pruning.runtime import REFERENCE, get_backend, names, spec
 from tp_search.pruning.core.errors import TpError
 from tp_search.pruning.model.checkpoint import (
     DEFAULT_MODEL,
@@ -30,12 +32,9 @@ from tp_search.pruning.model.checkpoint import (
 
 from tp_search.search.scoring.objective import Predictors
 from tp_search.search.scoring.proxy import ProxyEvaluator, RunnerFor
-from tp_search.search.runners import build_runner
 from tp_search.search.search_settings import TRUNCATION, SearchSettings
 from tp_search.search.space.candidates import SearchSpace
 from tp_search.search.space.workload import Workload, dev_requests
-
-BACKENDS = ("torch", "ort", "ort-int8")  # in order of preference when equally good
 
 log = logging.getLogger("tp.search")
 
@@ -71,8 +70,8 @@ def prepare(s: SearchSettings, runner_for: RunnerFor | None = None) -> Context:
 
     if s.latency_ms <= 0:
         raise TpError(f"--latency-ms {s.latency_ms}: the target must be positive")
-    if s.flops_reduction is not None and s.flops_reduction < 1:
-        raise TpError(f"--flops-reduction {s.flops_reduction}: a reduction is a ratio >= 1")
+    if s.min_macs_reduction is not None and s.min_macs_reduction < 1:
+        raise TpError(f"--macs-reduction {s.min_macs_reduction}: a reduction is a ratio >= 1")
     if s.device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise TpError("--device cuda: no CUDA device visible to torch; use --device cpu")
@@ -101,7 +100,7 @@ def prepare(s: SearchSettings, runner_for: RunnerFor | None = None) -> Context:
     workload = Workload(s.workload, seq_len, s.batch, s.percentile,
                         dev_requests(lengths, seq_len))
     predictors = load_predictors(s, shape, workload.length())
-    backends = tuple(b for b in BACKENDS if any(b in p for p in predictors.values()))
+    backends = tuple(b for b in names() if any(b in p for p in predictors.values()))
     space = SearchSpace(shape, tuple(s.layers), s.min_ratio, s.max_ratio, s.floor,
                         backends=backends, lengths=truncation_lengths(s.truncation, seq_len))
     try:
@@ -109,7 +108,7 @@ def prepare(s: SearchSettings, runner_for: RunnerFor | None = None) -> Context:
     except Exception:  # fingerprinting is informative only here
         here = None
     evaluator = ProxyEvaluator(model, split, seq_len, s.eval_batch, s.device,
-                               runner_for or onnx_runners(model, s))
+                               runner_for or onnx_runners(model, s, seq_len))
     dense_dir = resolve_model_dir(s.dense_model) if s.dense_model else proxy_dir
     if dense_dir != proxy_dir:
         dense = from_pretrained(dense_dir, num_labels=spec.num_labels).to(s.device)
@@ -117,27 +116,30 @@ def prepare(s: SearchSettings, runner_for: RunnerFor | None = None) -> Context:
             raise TpError(f"--dense-model has {dense.shape.describe()} but the proxy model "
                           f"has {shape.describe()}: both must have the model's shape")
         evaluator.dense = ProxyEvaluator(dense, split, seq_len, s.eval_batch, s.device,
-                                         runner_for or onnx_runners(dense, s))
+                                         runner_for or onnx_runners(dense, s, seq_len))
     return Context(spec.name, split, lengths, model, model_dir, proxy_dir, dense_dir, shape,
                    seq_len, workload, predictors, space, evaluator, here)
 
 
-def onnx_runners(model: Any, s: SearchSettings) -> RunnerFor:
-    """Non-fp32 candidates run ``model``'s keep-input ONNX graph (one export per model)."""
-    def runner_for(precision: str) -> Any:
-        backend = "ort-int8" if precision == "int8" else "ort"
-        return build_runner(model, backend, None, s.eval_threads or s.threads,
-                            keep_input=True)
+def onnx_runners(model: Any, s: SearchSettings, seq_len: int) -> RunnerFor:
+    """Candidates of other numerics run ``model``'s keep-input graph on their own backend
+    (one export per model, one quantization per backend); a backend that quantizes
+    statically is calibrated on the task's train examples."""
+    def runner_for(backend: str) -> Any:
+        b = get_backend(backend)
+        calib = (calibration_batches(model.tokenizer, load_task(s.task, "train"), seq_len)
+                 if b.calibrated else None)
+        return b.build(model, None, threads=s.eval_threads or s.threads, keep_input=True,
+                       calibration=calib)
     return runner_for
 
 
 def load_predictors(s: SearchSettings, shape: ModelShape, length: int) -> Predictors:
     """Each machine's predictor per backend. Asked-for backends (``--backend``) must have a
     table on every machine; by default every backend with a table on some machine is used."""
-    asked = s.backends or BACKENDS
-    unknown = [b for b in asked if b not in BACKENDS]
-    if unknown:
-        raise TpError(f"unknown backend {unknown[0]!r}: use {', '.join(BACKENDS)}")
+    asked = s.backends or names()
+    for b in asked:
+        spec(b)  # an unknown name is one line naming the known ones
     out: dict[str, dict[str, Any]] = {}
     for m in (s.machines or (None,)):
         found: dict[str, Any] = {}
@@ -145,7 +147,7 @@ def load_predictors(s: SearchSettings, shape: ModelShape, length: int) -> Predic
             try:
                 p = load_predictor(shape, s.device, m, s.threads, s.batch, s.results, b)
             except TpError:
-                if s.backends or b == "torch":  # asked for, or the reference: say why
+                if s.backends or b == REFERENCE:  # asked for, or the reference: say why
                     raise
                 continue
             p.dense(length)  # a TpError naming the table's range if the workload is off it
@@ -203,5 +205,5 @@ def identity(s: SearchSettings, ctx: Context) -> dict[str, Any]:
             "seq_len": ctx.seq_len, "workload": ctx.workload.to_dict(), "batch": s.batch,
             "threads": s.threads,
             "device": s.device, "machines": list(ctx.predictors), "latency_ms": s.latency_ms,
-            "flops_reduction": s.flops_reduction, "eval_samples": len(ctx.split),
+            "min_macs_reduction": s.min_macs_reduction, "eval_samples": len(ctx.split),
             "seed": s.seed, "population": s.population, "space": ctx.space.to_dict()}

@@ -16,12 +16,12 @@ from typing import Any
 import torch
 
 from tp_search.pruning.config import PruningConfig
+from tp_search.pruning.runtime.registry import spec
 
 from tp_search.search.selection.choices import check_feasible, dense_choices, dense_latency, measure_choices, searched_choices
 from tp_search.search.context import Context, identity, model_label, prepare
 from tp_search.search.study.trial_loop import derived_seed, open_study, run_id, run_trials
 from tp_search.search.scoring.objective import (
-    PRECISION,
     Checker,
     Objective,
     expected_latency,
@@ -102,14 +102,14 @@ def _search(s: SearchSettings, ctx: Context, checker: Checker, out_dir: Path,
              max(0, s.trials - len(known)), sampler_seed)
     refs = references(ctx, checker, objective, study)
     dense_metric = next(r["metric"] for r in refs
-                        if r["max_len"] == 0 and PRECISION.get(r["backend"]) == "fp32")
+                        if r["max_len"] == 0 and spec(r["backend"]).precision == "fp32")
     if not known:  # the fastest candidates first: a feasible trial exists from the start;
         seeds = [f[0] for f in fast.values()]  # then every feasible single-lever point,
-        if s.flops_reduction:  # then each (backend, length)'s fastest schedule
+        if s.min_macs_reduction:  # then each (backend, length)'s fastest schedule
             seeds.append(Candidate(ctx.space.backends[0], 0, ctx.space.chain()))
         dense = PruningConfig.dense(ctx.shape)
         seeds += [c for c in ctx.space.candidates(dense) if checker(c).any_feasible
-                  and not s.flops_reduction]
+                  and not s.min_macs_reduction]
         seeds += anchors(ctx, checker)
         for c in dict.fromkeys(seeds):  # in order, once each
             work.enqueue(ctx.space.candidate_params(c))
@@ -151,7 +151,7 @@ def run_search(s: SearchSettings, runner_for: RunnerFor | None = None) -> Search
 
 def _run_search(s: SearchSettings, runner_for: RunnerFor | None) -> SearchResult:
     ctx = prepare(s, runner_for)
-    checker = Checker(ctx.predictors, s.latency_ms, ctx.workload, s.flops_reduction)
+    checker = Checker(ctx.predictors, s.latency_ms, ctx.workload, s.min_macs_reduction)
     fast = {m: fastest(ctx.space, p, ctx.workload) for m, p in ctx.predictors.items()}
     for m, preds in ctx.predictors.items():
         dense = {b: dense_latency(ctx, checker, m, b) for b in preds}
@@ -161,18 +161,18 @@ def _run_search(s: SearchSettings, runner_for: RunnerFor | None) -> SearchResult
     check_feasible(s, ctx, checker, fast)
     ids = list(ctx.predictors)
     out_dir = Path(s.out) if s.out else default_out_dir(
-        ctx.task_name, model_label(ctx.model_dir), ids, s.latency_ms, s.flops_reduction)
+        ctx.task_name, model_label(ctx.model_dir), ids, s.latency_ms, s.min_macs_reduction)
     common = dict(settings=s, out_dir=out_dir, task=ctx.task_name,
                   model=model_label(ctx.model_dir), proxy_model=model_label(ctx.proxy_dir),
                   metric_name=ctx.evaluator.metric, seq_len=ctx.seq_len, n_eval=len(ctx.split),
                   mean_length=sum(ctx.lengths) / len(ctx.lengths), space=ctx.space,
-                  load=ctx.workload, here_id=ctx.here_id,
+                  workload=ctx.workload, here_id=ctx.here_id,
                   results_dir=str(s.results or "results"))
-    fp32 = [b for b in ctx.space.backends if PRECISION.get(b) == "fp32"]
+    fp32 = [b for b in ctx.space.backends if spec(b).precision == "fp32"]
     dense_meets = all(any(dense_latency(ctx, checker, m, b) <= s.latency_ms for b in fp32)
                       for m in ids)
-    if dense_meets and not s.always_search and not (s.flops_reduction and
-                                                     s.flops_reduction > 1):
+    if dense_meets and not s.always_search and not (s.min_macs_reduction and
+                                                     s.min_macs_reduction > 1):
         log.info("the dense fp32 model already meets the target on %s: no search needed",
                  ", ".join(ids))
         dense_metric = ctx.evaluator(Candidate(fp32[0], 0, PruningConfig.dense(ctx.shape)))

@@ -25,6 +25,7 @@ from tp_search.pruning.core.cli_common import (
     setup_logging,
 )
 from tp_search.pruning.core.errors import EXIT_INFEASIBLE
+from tp_search.pruning.runtime.registry import help_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from tp_search.search.search_settings import SearchResult, SearchSettings
@@ -49,6 +50,17 @@ def positive_float(text: str) -> float:
     if not v > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return v
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old flag name that still works, with a warning naming the new one."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ARG002
+        new = next(o for o in parser._option_string_actions if o != option_string
+                   and parser._option_string_actions[o].dest == self.dest)
+        print(f"{parser.prog}: warning: {option_string} is deprecated; use {new}",
+              file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
 def machine_list(text: str) -> list[str]:
@@ -76,8 +88,11 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
     t = p.add_argument_group("target and workload")
     t.add_argument("--latency-ms", type=positive_float, required=True,
                    help="latency target (ms) at --percentile of the --workload's requests")
-    t.add_argument("--flops-reduction", type=positive_float, metavar="R",
+    t.add_argument("--macs-reduction", type=positive_float, metavar="R",
                    help="also require a MACs reduction >= R at the workload")
+    t.add_argument("--flops-reduction", type=positive_float, metavar="R",
+                   dest="macs_reduction", action=DeprecatedAlias,
+                   help="deprecated alias of --macs-reduction (the constraint counts MACs)")
     t.add_argument("--seq-len", type=positive_int,
                    help="workload max length: the constraint holds for an input of this many "
                         "real tokens, and the proxy evaluation truncates to it (default: the "
@@ -123,9 +138,9 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
                         "also suits several workers on one machine)")
     s = p.add_argument_group("search")
     s.add_argument("--backend", type=name_list, default=[],
-                   help="runtimes to search over, comma-separated: torch (PyTorch eager fp32), "
-                        "ort (ONNX Runtime fp32), ort-int8 (ONNX Runtime, dynamic int8 "
-                        "weights) (default: every one with a latency table for this machine)")
+                   help=f"runtimes to search over, comma-separated: {help_text()} (default: "
+                        "every one that runs here, with a latency table for this machine; "
+                        "the main job profiles the missing tables)")
     s.add_argument("--truncation", type=length_list,
                    help="max input lengths to search over, e.g. 512,384,256,128, or none "
                         "(default: 1, 3/4, 1/2, 3/8 and 1/4 of --seq-len)")
@@ -219,7 +234,7 @@ def settings_from_args(args: argparse.Namespace) -> "SearchSettings":
         backends=tuple(args.backend),
         truncation=None if args.truncation is None else tuple(args.truncation),
         batch=args.batch, threads=args.threads, device=args.device,
-        flops_reduction=args.flops_reduction, trials=args.trials, population=args.population,
+        min_macs_reduction=args.macs_reduction, trials=args.trials, population=args.population,
         eval_samples=args.eval_samples, eval_threads=args.eval_threads, seed=args.seed,
         out=args.out, storage=args.storage, study_name=args.study_name,
         measure=not args.no_measure, repeats=args.repeats,
@@ -265,9 +280,9 @@ def summary_rows(r: "SearchResult") -> list[tuple[str, str]]:
     rows = [("status", "dense model meets the target (no search)" if r.status == "dense"
              else f"searched ({r.stats.get('complete', 0)} complete trials)"),
             ("workload", r.workload_text()),
-            ("target", f"{r.target_ms:g} ms at p{r.load.percentile:g}"
-                       + (f", MACs reduction >= {r.settings.flops_reduction:g}x"
-                          if r.settings.flops_reduction else ""))]
+            ("target", f"{r.target_ms:g} ms at p{r.workload.percentile:g}"
+                       + (f", MACs reduction >= {r.settings.min_macs_reduction:g}x"
+                          if r.settings.min_macs_reduction else ""))]
     for c in r.choices:
         rows += [(f"{c.machine_id}", c.candidate.describe()),
                  ("  predicted", f"{c.latency_ms:.3f} ms (dense {c.dense_ms:.3f} ms); "

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import pandas as pd
 
 from tp_search.pruning.config import PruningConfig
+from tp_search.pruning.runtime.registry import REFERENCE
 
 from tp_search.search.space.candidates import Candidate, SearchSpace
 from tp_search.search.space.workload import Workload
@@ -42,7 +43,7 @@ class SearchSettings:
     batch: int = 1
     threads: int = 1
     device: str = "cpu"
-    flops_reduction: float | None = None
+    min_macs_reduction: float | None = None  # --macs-reduction
     trials: int = 100
     population: int = 20
     eval_samples: int | None = None  # None: the task's budget (300)
@@ -87,7 +88,7 @@ class MachineChoice:
     dense_expected_ms: float | None = None
     measurement: Measurement | None = None
     measure_note: str = ""
-    backend: str = "torch"
+    backend: str = REFERENCE
     max_len: int = 0  # truncation; 0: none beyond the workload's length
     reference_ms: float | None = None  # predicted: dense torch fp32 at full length
 
@@ -122,7 +123,7 @@ class SearchResult:
     n_eval: int
     mean_length: float
     space: SearchSpace
-    load: Workload
+    workload: Workload
     choices: list[MachineChoice]
     here_id: str | None
     results_dir: str
@@ -147,23 +148,24 @@ class SearchResult:
     def primary(self) -> MachineChoice:
         return self.choices[0]
 
-    @property
-    def workload(self) -> dict[str, Any]:
+    def workload_info(self) -> dict[str, Any]:
+        """The workload as reports state it: what it is, plus threads, device, dev subset."""
         s = self.settings
-        return {**self.load.to_dict(), "threads": s.threads, "device": s.device,
+        return {**self.workload.to_dict(), "threads": s.threads, "device": s.device,
                 "dev_mean_length": self.mean_length, "dev_examples": self.n_eval}
 
     def workload_text(self, short: bool = False) -> str:
         s = self.settings
         if short:
-            return f"{self.load.describe(short=True)}, {s.threads} thread(s)"
-        return f"{self.load.describe()}, {s.threads} thread(s), {s.device}"
+            return f"{self.workload.describe(short=True)}, {s.threads} thread(s)"
+        return f"{self.workload.describe()}, {s.threads} thread(s), {s.device}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"status": self.status, "task": self.task, "model": self.model,
                 "proxy_model": self.proxy_model, "metric": self.metric_name,
                 "dense_metric": self.dense_metric, "target_ms": self.target_ms,
-                "flops_reduction": self.settings.flops_reduction, "workload": self.workload,
+                "min_macs_reduction": self.settings.min_macs_reduction,
+                "workload": self.workload_info(),
                 "machines": [c.to_dict() for c in self.choices],
                 "this_machine": self.here_id, "study": self.study_name,
                 "storage": self.storage, "stats": self.stats,
@@ -174,9 +176,9 @@ class SearchResult:
 
 
 def default_out_dir(task: str, model: str, machines: Sequence[str], latency_ms: float,
-                    flops_reduction: float | None = None) -> Path:
+                    min_macs_reduction: float | None = None) -> Path:
     machine = machines[0] + (f"+{len(machines) - 1}" if len(machines) > 1 else "")
     name = f"{task}-{model}-{machine}-{latency_ms:g}ms"
-    if flops_reduction:
-        name += f"-macs{flops_reduction:g}x"
+    if min_macs_reduction:
+        name += f"-macs{min_macs_reduction:g}x"
     return Path("runs") / re.sub(r"[^A-Za-z0-9._+-]", "_", name)

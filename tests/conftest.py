@@ -15,3 +15,22 @@ def tiny_ckpt(tmp_path_factory):
 def tiny_bertmodel_ckpt(tmp_path_factory):
     """A checkpoint without a classification head (like all-MiniLM-L6-v2)."""
     return make_tiny_checkpoint(tmp_path_factory.mktemp("tinybase") / "model", num_labels=None)
+
+
+# Shared by the data-loading tests (test_glue, test_generic_tasks, test_task_errors, test_batching).
+from pathlib import Path  # noqa: E402
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def sst2(tmp_path: Path) -> Path:
+    d = tmp_path / "SST-2"
+    write(d / "train.tsv", "sentence\tlabel\na great film \t1\nawful \"acting\t0\n"
+          "it 's fine\t1\nnull\t0\n")
+    write(d / "dev.tsv", "sentence\tlabel\ngood\t1\nbad\t0\n")
+    return d

@@ -124,3 +124,40 @@ def test_cli_modules_import_without_torch(module):
     code = f"import sys, {module}; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0, \
         f"importing {module} loads torch: --help would pay for it"
+
+
+def _backend_literals(path: Path, backends: set[str]) -> list[str]:
+    """String constants naming a backend; a dict key whose value reads the ``torch`` module
+    (``{"torch": torch.__version__}``) names the package, not the backend."""
+    tree = ast.parse(path.read_text())
+    package_keys = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            for k, v in zip(node.keys, node.values):
+                if isinstance(k, ast.Constant) and any(
+                        isinstance(n, ast.Name) and n.id == k.value for n in ast.walk(v)):
+                    package_keys.add(id(k))
+    return [f"{path.relative_to(ROOT)}:{n.lineno} {n.value!r}" for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str)
+            and n.value in backends and id(n) not in package_keys]
+
+
+def test_backend_names_are_spelled_only_in_the_runtime_package():
+    from tp_search.pruning.runtime import names
+    backends = set(names())
+    runtime = ROOT / "pruning" / "runtime"
+    files = [p for p in modules().values() if runtime not in p.parents]
+    files += sorted((ROOT / "benchmarks").rglob("*.py"))
+    found = [hit for f in files for hit in _backend_literals(f, backends)]
+    assert not found, "backend names outside pruning/runtime/ (ask the registry): " + \
+        ", ".join(found)
+
+
+def test_the_backend_name_check_tells_a_backend_from_the_package(tmp_path):
+    f = ROOT / "tests" / f".probe_{tmp_path.name}.py"
+    f.write_text('import torch\nv = {"torch": torch.__version__}\nok = b == "ort-int8"\n')
+    try:
+        hits = _backend_literals(f, {"torch", "ort-int8"})
+    finally:
+        f.unlink()
+    assert len(hits) == 1 and "'ort-int8'" in hits[0]

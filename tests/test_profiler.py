@@ -125,13 +125,13 @@ def test_build_resumes_after_interruption(tmp_path, monkeypatch):
     real = build.measure_grid
     seen = []
 
-    def interrupted(model, b, t, grid, device, ms, done, on_point, progress=None, timers=None):
+    def interrupted(timers, b, t, grid, ms, done, on_point, progress=None):
         def stop_after_two(n, rows):
             on_point(n, rows)
             seen.append(n)
             if len(seen) == 2:
                 raise KeyboardInterrupt
-        real(model, b, t, grid, device, ms, done, stop_after_two, progress)
+        real(timers, b, t, grid, ms, done, stop_after_two, progress)
 
     monkeypatch.setattr(build, "measure_grid", interrupted)
     with pytest.raises(KeyboardInterrupt):
@@ -143,10 +143,9 @@ def test_build_resumes_after_interruption(tmp_path, monkeypatch):
     assert sorted(pd.read_csv(partial).n.unique()) == [1, 2]
 
     measured = []
-    monkeypatch.setattr(build, "measure_grid", lambda m, b, t, grid, d, ms, done, on, p=None,
-                        timers=None:
+    monkeypatch.setattr(build, "measure_grid", lambda timers, b, t, grid, ms, done, on, p=None:
                         (measured.extend(n for n in grid if n not in done),
-                         real(m, b, t, grid, d, ms, done, on, p)))
+                         real(timers, b, t, grid, ms, done, on, p)))
     table = build_table(model, fp, tmp_path, s)
     assert measured == [4, 8, 12]  # the two finished points were reused
     assert table.combos() == [(1, 1)] and not partial.exists()
@@ -201,11 +200,13 @@ def test_cli_input_errors(tmp_path, capsys):
 
 def test_sweeps_split_repeats_and_persist_each_point_once():
     from tp_search.profiler.grid import measure_grid
+    from tp_search.pruning.runtime import REFERENCE, get_backend
     model = random_model(tiny_arch())
     got: dict[int, list[dict]] = {}
     s = MeasureSettings(min_repeats=2, max_repeats=2, point_budget_s=0.0, warmup=0, retries=0,
                         sweeps=2)
-    measure_grid(model, 1, 1, [1, 3, 5], "cpu", s, {3}, lambda n, rows: got.setdefault(n, rows))
+    timers = get_backend(REFERENCE).component_timers(model, 1)
+    measure_grid(timers, 1, 1, [1, 3, 5], s, {3}, lambda n, rows: got.setdefault(n, rows))
     assert sorted(got) == [1, 5]  # the done point is skipped
     assert all(r["repeats"] == 2 for rows in got.values() for r in rows)  # 1 per sweep x 2
     assert MeasureSettings().sweeps_for(1) == 1 and MeasureSettings().sweeps_for(2) > 1

@@ -157,7 +157,7 @@ def test_dev_workload_plans_for_the_percentile_request(env, tmp_path):
     kw = dict(backends=("torch",), truncation=(0,), trials=12, latency_ms=4.5)
     worst = run_search(settings(env, tmp_path / "max", **kw))
     dev = run_search(settings(env, tmp_path / "dev", workload="dev", **kw))
-    assert dev.load.length() < worst.load.length() == 64  # real inputs are shorter
+    assert dev.workload.length() < worst.workload.length() == 64  # real inputs are shorter
     assert dev.primary.dense_ms < worst.primary.dense_ms
     summary = json.loads((tmp_path / "dev" / "summary.json").read_text())
     assert summary["workload"]["kind"] == "dev" and summary["workload"]["percentile"] == 90

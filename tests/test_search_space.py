@@ -96,7 +96,7 @@ def test_fastest_matches_brute_force(pred):
 def test_checker_and_expected_latency(pred):
     space = SearchSpace(SHAPE)
     target = 0.7 * pred.dense(64)
-    chk = Checker({"m": {"torch": pred}}, target, W64, flops_reduction=1.5)
+    chk = Checker({"m": {"torch": pred}}, target, W64, min_macs_reduction=1.5)
     for cfg in (space.chain(), space.chain(()), space.chain((5,))):
         c = chk(cand(cfg))
         lat_ok = c.latency_ms["m"] <= target

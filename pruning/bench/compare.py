@@ -20,8 +20,10 @@ from tp_search.pruning.macs import macs_report
 from tp_search.pruning.model.checkpoint import to_hf_state_dict
 from tp_search.pruning.model.encoder import PrunedBert
 from tp_search.pruning.model.families import FAMILIES
-from tp_search.pruning.runtime import get_backend
+from tp_search.pruning.core.versions import library_versions
+from tp_search.pruning.runtime import REFERENCE, get_backend
 from tp_search.pruning.measure.accuracy import evaluate, evaluate_runner
+from tp_search.pruning.measure.calibration import calibration_batches
 from tp_search.pruning.measure.timed_inputs import fixed_inputs
 from tp_search.pruning.measure.timing import Timing, time_interleaved
 
@@ -38,7 +40,7 @@ class BenchSettings:
     device: str = "cpu"
     hf: bool = True
     seed: int = 0
-    backends: tuple[str, ...] = ("torch",)  # each times its dense and its pruned runner
+    backends: tuple[str, ...] = (REFERENCE,)  # each times its dense and its pruned runner
     pruned_max_len: int = 0  # a deployed model's input truncation (0: none)
 
 
@@ -68,7 +70,7 @@ def hf_inputs(model: PrunedBert, batch: dict[str, torch.Tensor]) -> dict[str, to
 def _name(backend: str, kind: str) -> str:
     """Runner names: the PyTorch encoder keeps the plain "dense"/"pruned" of earlier
     reports; other backends are prefixed ("ort-int8 pruned")."""
-    return kind if backend == "torch" else f"{backend} {kind}"
+    return kind if backend == REFERENCE else f"{backend} {kind}"
 
 
 def run_bench(model: PrunedBert, cfg: PruningConfig, task: str | None,
@@ -95,11 +97,15 @@ def run_bench(model: PrunedBert, cfg: PruningConfig, task: str | None,
     runners: dict[str, tuple[Any, list]] = {}
     if hf is not None:
         runners["hf"] = (lambda b: hf(**b).logits, [hf_inputs(model, b) for b in feed])
+    calib = (calibration_batches(model.tokenizer, load_task(task, "train"), max_len)
+             if dev is not None and any(get_backend(b).calibrated for b in s.backends)
+             else None)
     for backend in s.backends:
         make = get_backend(backend)
-        runners[_name(backend, "dense")] = (make.build(model, dense, threads=s.threads), feed)
-        runners[_name(backend, "pruned")] = (make.build(model, cfg, threads=s.threads),
-                                            feed_cut)
+        runners[_name(backend, "dense")] = (
+            make.build(model, dense, threads=s.threads, calibration=calib), feed)
+        runners[_name(backend, "pruned")] = (
+            make.build(model, cfg, threads=s.threads, calibration=calib), feed_cut)
     cursor = dict.fromkeys(runners, 0)
 
     def call(name: str):
@@ -136,23 +142,22 @@ def run_bench(model: PrunedBert, cfg: PruningConfig, task: str | None,
         "latency_ms": {k: v.to_dict() for k, v in lat.items()}, "speedup": {}}
     for b in s.backends:
         d, p = _name(b, "dense"), _name(b, "pruned")
-        pre = "" if b == "torch" else f"{b}_"
+        pre = "" if b == REFERENCE else f"{b}_"
         out["speedup"][f"{pre}pruned_vs_dense"] = paired(d, p)
         if hf is not None:
             out["speedup"][f"{pre}dense_vs_hf"] = paired("hf", d)
             out["speedup"][f"{pre}pruned_vs_hf"] = paired("hf", p)
     with torch.inference_mode():
         b = feed[0]
-        ours = {k: runners[_name("torch", k)][0](b) if "torch" in s.backends else
-                model(b["input_ids"], b["attention_mask"], b["token_type_ids"],
-                      pruning=dense if k == "dense" else cfg) for k in ("dense", "pruned")}
+        ours = {k: model(b["input_ids"], b["attention_mask"], b["token_type_ids"],
+                         pruning=dense if k == "dense" else cfg) for k in ("dense", "pruned")}
         if hf is not None:
             ref = hf(**hf_inputs(model, b)).logits
             out["max_logit_diff_vs_hf"] = float((ref - ours["dense"]).abs().max())
-        if "ort" in s.backends and cut == max_len:  # exported vs the reference encoder
-            out["max_logit_diff_ort_vs_torch"] = {
-                k: float((runners[_name("ort", k)][0](b) - ours[k]).abs().max())
-                for k in ("dense", "pruned")}
+        if cut == max_len:  # every other backend against the reference encoder
+            out["max_logit_diff_vs_reference"] = {
+                bk: {k: float((runners[_name(bk, k)][0](b) - ours[k]).abs().max())
+                     for k in ("dense", "pruned")} for bk in s.backends if bk != REFERENCE}
     lengths = [int(x.sum()) for b in feed_cut for x in b["attention_mask"]]
     if cfg.policy != "threshold":
         out["macs_workload"] = macs_report(cfg, lengths, max_len).to_dict()
@@ -163,7 +168,7 @@ def run_bench(model: PrunedBert, cfg: PruningConfig, task: str | None,
         out["accuracy"] = {"metric": d.primary, "dense": d.score, "pruned": p.score,
                            "eval_samples": len(sub), "by_backend": {}}
         for b in s.backends:
-            if b == "torch":
+            if b == REFERENCE:
                 continue  # the PyTorch encoder's are the plain dense/pruned scores
             out["accuracy"]["by_backend"][b] = {
                 k: evaluate_runner(runners[_name(b, k)][0], sub, n, model.tokenizer).score
@@ -175,7 +180,7 @@ def run_bench(model: PrunedBert, cfg: PruningConfig, task: str | None,
 
 
 def environment(threads: int, device: str, machine_id: str | None = None) -> dict[str, Any]:
-    env = {"torch": torch.__version__, "transformers": transformers.__version__,
+    env = {**library_versions(torch, transformers),
            "python": platform.python_version(), "threads": threads, "device": device,
            "machine": platform.machine()}
     if machine_id:

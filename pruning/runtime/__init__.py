@@ -1,40 +1,70 @@
-"""Backends a pruned encoder runs on: torch (eager fp32, the reference), ort (ONNX Runtime
-fp32) and ort-int8 (ONNX Runtime, dynamic int8 weights); export, deployment, loading.
+"""Backends a pruned encoder runs on, behind one registry; export, deployment, loading.
 
     runner = get_backend("ort-int8").build(model, cfg, threads=1)
     logits = runner(batch)
+
+``registry.py`` names the backends (torch-free, for ``--help``); each backend's module
+implements ``base.Backend`` and is imported only when that backend is asked for.
 """
 from __future__ import annotations
 
-from tp_search.pruning.core.errors import TpError
-from tp_search.pruning.runtime.base import Backend, Runner
+import importlib
+import importlib.util
+from typing import TYPE_CHECKING
 
-BACKENDS = ("torch", "ort", "ort-int8")
+from ..core.errors import TpError
+from ..core.lazy import lazy_exports
+from .registry import REFERENCE, SPECS, help_text, names, spec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .base import Backend
+
+_CACHE: dict[str, "Backend"] = {}
 
 
-def get_backend(name: str) -> Backend:
-    if name == "torch":
-        from tp_search.pruning.runtime.torch_backend import TorchBackend  # here: onnxruntime loads only when used
-        return TorchBackend()
-    if name in ("ort", "ort-int8"):
-        try:
-            from tp_search.pruning.runtime.ort_backend import OrtBackend  # here: a missing onnxruntime is one error
-        except ImportError as e:
-            raise TpError(f"backend {name}: onnxruntime is not installed ({e}); pip install "
-                          "onnxruntime onnx onnxscript, or use --backend torch") from None
-        return OrtBackend(name, "int8" if name == "ort-int8" else "fp32")
-    raise TpError(f"unknown backend {name!r}: use {', '.join(BACKENDS)}")
+def missing_package(name: str) -> str | None:
+    """The first Python package ``name`` needs that is not installed, else None."""
+    return next((m for m in spec(name).requires if importlib.util.find_spec(m) is None), None)
+
+
+def get_backend(name: str) -> "Backend":
+    """The backend called ``name`` (one instance per process); a one-line TpError when the
+    name is unknown or its runtime is not installed."""
+    if name not in _CACHE:
+        sp = spec(name)
+        miss = missing_package(name)
+        if miss is not None:
+            raise TpError(f"backend {name}: {miss} is not installed; {sp.install}, or use "
+                          f"--backend {REFERENCE}")
+        module = importlib.import_module(f".{sp.module}", __name__)
+        _CACHE[name] = getattr(module, sp.factory)(sp)
+    return _CACHE[name]
+
+
+def why_unavailable(name: str) -> str | None:
+    """None when ``name`` runs on this machine, else one line saying why not."""
+    try:
+        return get_backend(name).unavailable()
+    except TpError as e:
+        return str(e)
 
 
 def available_backends() -> list[str]:
-    out = []
-    for b in BACKENDS:
-        try:
-            if get_backend(b).available() is None:
-                out.append(b)
-        except TpError:
-            pass
-    return out
+    """Every backend that runs here, in order of preference."""
+    return [n for n in names() if why_unavailable(n) is None]
 
 
-__all__ = ["BACKENDS", "Backend", "Runner", "available_backends", "get_backend"]
+def require_available(name: str) -> "Backend":
+    """The backend, or a one-line TpError saying why it cannot run on this machine."""
+    b = get_backend(name)
+    why = b.unavailable()
+    if why is not None:
+        raise TpError(f"backend {name} cannot run here: {why}; choose one of "
+                      f"{', '.join(available_backends())}")
+    return b
+
+
+__getattr__, _lazy = lazy_exports(__name__, {"Backend": "base", "Runner": "base"})
+__all__ = sorted(_lazy + ["REFERENCE", "SPECS", "available_backends", "get_backend",
+                          "help_text", "missing_package", "names", "require_available",
+                          "spec", "why_unavailable"])

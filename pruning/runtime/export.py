@@ -20,20 +20,22 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
+import numpy as np
 import onnx
 import torch
 from torch import Tensor, nn
 
-from tp_search.pruning.config import PruningConfig
-from tp_search.pruning.core.errors import TpError
-from tp_search.pruning.core.atomic import atomic_path
-from tp_search.pruning.model.encoder import PrunedBert
+from ..config import PruningConfig
+from ..core.atomic import atomic_path
+from ..core.errors import TpError
+from ..model.encoder import PrunedBert
 
 log = logging.getLogger("tp.runtime")
 
 EXPORT_VERSION = 4  # bump when the export changes what a cached file holds
+ONNX_FILE = "model.onnx"  # the exported graph in a deployed model directory
 
 
 class KeepSchedule:
@@ -67,6 +69,34 @@ def input_names(model: PrunedBert, keep_input: bool) -> list[str]:
     if model.embeddings.token_type is not None:
         names.append("token_type_ids")
     return names + (["keep"] if keep_input else [])
+
+
+def numpy_feed(names: Sequence[str], batch: Mapping[str, Tensor],
+               keep: Sequence[float] | None = None) -> dict[str, np.ndarray]:
+    """The inputs an exported graph takes, from a batch of tensors: a missing attention mask
+    is all ones, missing token types zeros, and ``keep`` the schedule of a keep-input graph."""
+    feed: dict[str, np.ndarray] = {}
+    for n in names:
+        if n == "keep":
+            if keep is None:
+                raise ValueError("this graph takes the keep schedule per call: keep=...")
+            feed[n] = np.asarray(keep, dtype=np.float64)  # as the encoder counts
+        elif n == "token_type_ids" and batch.get(n) is None:
+            feed[n] = np.zeros(tuple(batch["input_ids"].shape), dtype=np.int64)
+        elif n == "attention_mask" and batch.get(n) is None:
+            feed[n] = np.ones(tuple(batch["input_ids"].shape), dtype=np.int64)
+        else:
+            feed[n] = batch[n].detach().cpu().numpy().astype(np.int64, copy=False)
+    return feed
+
+
+def sha256(path: Path) -> str:
+    """The file's digest (a deployed artefact is checked against it on load)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def cache_dir(path: Path | None = None) -> Path:

@@ -4,17 +4,17 @@ int8 is ``onnxruntime.quantization.quantize_dynamic`` of the MatMuls with signed
 per output channel (unsigned activations, quantized per call): on an AVX-512 VNNI CPU QInt8 is
 the fast combination (MiniLM at 128 tokens, 1 thread: 0.47x of fp32's time vs 0.75x for
 QUInt8), and per-channel scales halve the logit error of per-tensor ones at the same speed
-(results/amd-epyc-f25m17-2c-avx512-0e0bb5/runtime/findings.md). int8 changes numerics:
-its accuracy is measured, never assumed.
+(results/amd-epyc-f25m17-2c-avx512-0e0bb5/runtime/findings.md). MLAS runs these U8S8 GEMMs
+on AMX where the CPU has it. int8 changes numerics: its accuracy is measured, never assumed.
 
 Sessions run every graph optimisation except SkipLayerNormFusion (residual add + LayerNorm
-into one contrib kernel), measured 6-17% slower than the unfused ops on this CPU.
+into one contrib kernel), measured 6-17% slower than the unfused ops on an AMD EPYC.
 """
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
+import shutil
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -24,10 +24,12 @@ import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from torch import Tensor
 
-from tp_search.pruning.config import PruningConfig
-from tp_search.pruning.core.atomic import atomic_path
-from tp_search.pruning.model.encoder import PrunedBert
-from tp_search.pruning.runtime.export import cache_dir, exported, input_names
+from ..config import PruningConfig
+from ..core.atomic import atomic_path
+from ..model.encoder import PrunedBert
+from .base import Backend, Feeds, TimerFactory
+from .export import ONNX_FILE, cache_dir, exported, input_names, numpy_feed, sha256
+from .onnx_components import ComponentTimers, component_graphs
 
 log = logging.getLogger("tp.runtime")
 
@@ -84,19 +86,7 @@ class OrtRunner:
 
     def __call__(self, batch: Mapping[str, Tensor], keep: Sequence[float] | None = None
                  ) -> Tensor:
-        feed: dict[str, np.ndarray] = {}
-        for n in self.names:
-            if n == "keep":
-                if keep is None:
-                    raise ValueError("this graph takes the keep schedule per call: keep=...")
-                feed[n] = np.asarray(keep, dtype=np.float64)  # as the encoder counts
-            elif n == "token_type_ids" and batch.get(n) is None:
-                feed[n] = np.zeros(tuple(batch["input_ids"].shape), dtype=np.int64)
-            elif n == "attention_mask" and batch.get(n) is None:
-                feed[n] = np.ones(tuple(batch["input_ids"].shape), dtype=np.int64)
-            else:
-                feed[n] = batch[n].detach().cpu().numpy().astype(np.int64, copy=False)
-        return torch.from_numpy(self.session.run(None, feed)[0])
+        return torch.from_numpy(self.session.run(None, numpy_feed(self.names, batch, keep))[0])
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, "precision": self.precision,
@@ -105,12 +95,13 @@ class OrtRunner:
                 **({"quantization": QUANTIZATION} if self.precision == "int8" else {})}
 
 
-class OrtBackend:
-    def __init__(self, name: str, precision: str) -> None:
-        self.name, self.precision = name, precision
+class OrtBackend(Backend):
+    exported = True
 
-    def available(self) -> str | None:
-        return None  # onnxruntime is a dependency; importing this module proved it
+    def description(self) -> str:
+        if self.precision != "int8":
+            return "ONNX Runtime fp32 (MLAS)"
+        return f"ONNX Runtime int8 ({QUANTIZATION})"
 
     def key(self, threads: int) -> dict[str, Any]:
         k = {"backend": self.name, "runtime": f"onnxruntime {ort.__version__}",
@@ -125,15 +116,32 @@ class OrtBackend:
         return quantized(path, cache_dir) if self.precision == "int8" else path
 
     def build(self, model: PrunedBert, cfg: PruningConfig | None = None, *, threads: int = 1,
-              keep_input: bool = False, cache_dir: Path | None = None) -> OrtRunner:
+              keep_input: bool = False, calibration: Feeds | None = None,
+              cache_dir: Path | None = None) -> OrtRunner:
         path = self.file(model, cfg, keep_input, cache_dir)
         return OrtRunner(path, self.name, self.precision, input_names(model, keep_input),
                          threads)
 
+    def write_artefact(self, model: PrunedBert, cfg: PruningConfig, directory: Path,
+                       threads: int, calibration: Feeds | None = None) -> dict[str, Any]:
+        shutil.copyfile(self.file(model, cfg), directory / ONNX_FILE)
+        return {"onnx": {"file": ONNX_FILE, "sha256": sha256(directory / ONNX_FILE)},
+                "session": self.key(threads)}
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    def load_artefact(self, directory: Path, info: Mapping[str, Any],
+                      reference: PrunedBert) -> OrtRunner:
+        from .deploy import checked_file  # the manifest's checks live with the manifest
+        return OrtRunner(checked_file(directory, info, "onnx"), self.name, self.precision,
+                         input_names(reference, False), int(info.get("threads", 1)))
+
+    def component_timers(self, model: PrunedBert, threads: int) -> TimerFactory:
+        graphs = component_graphs(model)
+        calls = {}
+        for kind, path in graphs.items():
+            s = session(quantized(path) if self.precision == "int8" else path, threads)
+            calls[kind] = (lambda feed, s=s: s.run(None, feed))
+        return ComponentTimers(model, calls).at
+
+
+def as_numpy(x: Any) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)

@@ -35,6 +35,7 @@ from tp_search.pruning.config import PruningConfig
 from tp_search.pruning.data import batches
 from tp_search.pruning.core.errors import TpError
 from tp_search.pruning.core.atomic import atomic_write_text
+from tp_search.pruning.core.versions import library_versions
 from tp_search.pruning.model.checkpoint import save
 from tp_search.pruning.train.stage_inputs import Data, check_settings, load_data, stage_out
 from tp_search.pruning.train.latency import LatencyModel, predicted_latency
@@ -266,7 +267,7 @@ def build_metrics(stage: Stage, s: TrainSettings, data: Data, r: EvalResult,
         "pruning": cfg.to_dict(),
         "steps": total, "epochs": total / steps_per_epoch, "train_time_s": round(train_time, 1),
         "seed": s.seed, "settings": asdict(s),
-        "environment": {"torch": torch.__version__, "threads": torch.get_num_threads()},
+        "environment": {**library_versions(torch), "threads": torch.get_num_threads()},
     }
     lat = predicted_latency(cfg, r, latency, s.threads, s.seq_len or data.max_len)
     if lat:

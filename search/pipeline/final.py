@@ -20,13 +20,15 @@ from tp_search.profiler.store import load_predictor
 from tp_search.pruning.measure.accuracy import evaluate
 from tp_search.pruning.measure.timed_inputs import fixed_inputs
 from tp_search.pruning.config import PruningConfig
-from tp_search.pruning.data import load_task, real_lengths
+from tp_search.pruning.data import load_task, metrics, real_lengths
+from tp_search.pruning.measure.calibration import calibration_batches
 from tp_search.pruning.model.checkpoint import from_pretrained
 from tp_search.pruning.model.encoder import ForwardInfo
 
 from tp_search.search.selection.verify import measure
 from tp_search.search.scoring.proxy import ProxyEvaluator
-from tp_search.search.runners import build_runner, deploy, deployed_runner
+from tp_search.pruning.runtime import REFERENCE, get_backend
+from tp_search.pruning.runtime.deploy import deploy, load_runner
 from tp_search.search.search_settings import SearchSettings
 from tp_search.search.space.candidates import Candidate
 from tp_search.search.reports.tables import dev_reductions
@@ -64,13 +66,17 @@ def final_report(s: SearchSettings, choice: Candidate, model_dir: str, teacher_d
     dev = load_task(s.task, "dev")
     ev_split = dev.subset(eval_samples, s.seed) if eval_samples else dev
     deployed = run_dir / "model"
-    deploy(model, cfg, c.backend, deployed, c.max_len, s.threads)
-    runner = deployed_runner(deployed)
+    deploy(model, cfg, c.backend, deployed, c.max_len, s.threads, task=s.task,
+           metric=metrics.primary(dev.task.metric), seq_len=workload.seq_len,
+           calibration=calibration_batches(model.tokenizer, load_task(s.task, "train"),
+                                           workload.seq_len)
+           if get_backend(c.backend).calibrated else None)
+    runner = load_runner(deployed)
     # accuracy with the deployed numerics and truncation, against the fp32 teacher at full
     # length; topk kept counts (for MACs) come from the PyTorch reference of the same model
     proxy = ProxyEvaluator(model, ev_split, workload.seq_len, runner_for=lambda _: runner)
     metric = (evaluate(model, ev_split, proxy.length(c), progress=s.progress).score
-              if c.backend == "torch" else proxy.evaluate_runner(runner, c))
+              if c.backend == REFERENCE else proxy.evaluate_runner(runner, c))
     reference = evaluate(model, ev_split, proxy.length(c), progress=s.progress)
     teacher_metric = evaluate(teacher, ev_split, workload.seq_len,
                               pruning=PruningConfig.dense(teacher.shape),
@@ -86,9 +92,11 @@ def final_report(s: SearchSettings, choice: Candidate, model_dir: str, teacher_d
         for w in (workload, replace(workload, kind=other)):
             dense = PruningConfig.dense(model.shape)
             runners = {"chosen": (runner, c.max_len),
-                       "dense": (build_runner(model, c.backend, dense, s.threads), 0)}
-            if c.backend != "torch":
-                runners["reference"] = (build_runner(model, "torch", dense, s.threads), 0)
+                       "dense": (get_backend(c.backend).build(model, dense, threads=s.threads),
+                                 0)}
+            if c.backend != REFERENCE:
+                runners["reference"] = (get_backend(REFERENCE).build(
+                    model, dense, threads=s.threads), 0)
             m = measure(runners, model, dev, w, predicted_latency(
                 pred, model, cfg, w, c.max_len, dev, s.seed),
                 w.predict(pred, dense), s.latency_ms, s.threads,

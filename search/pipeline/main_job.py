@@ -21,6 +21,7 @@ from tp_search.profiler.fingerprint import fingerprint
 from tp_search.profiler.store import load_predictor
 from tp_search.pruning.config import PruningConfig
 from tp_search.pruning.data import task_spec
+from tp_search.pruning.runtime import REFERENCE
 from tp_search.pruning.core.errors import TpError
 from tp_search.pruning.core.atomic import atomic_write_text
 from tp_search.pruning.model.checkpoint import from_pretrained, resolve_model_dir
@@ -133,7 +134,7 @@ def run_pipeline(p: PipelineSettings) -> PipelineResult:
     else:
         run_dir = default_out_dir(_slug(Path(s.task).name), model_label,
                                   list(s.machines) or [fingerprint(s.device).machine_id],
-                                  s.latency_ms, s.flops_reduction)
+                                  s.latency_ms, s.min_macs_reduction)
     run_dir.mkdir(parents=True, exist_ok=True)
     # the teacher and student do not depend on the target: runs of one tree share them
     runs_root = run_dir if s.out else run_dir.parent
@@ -188,9 +189,9 @@ def run_pipeline(p: PipelineSettings) -> PipelineResult:
     sr: SearchResult = stages.run("search", lambda: run_search(ss))
     best = run_dir / "search" / "best_config.json"
     choice = sr.primary.candidate  # backend and truncation come with the schedule
-    trained = predictor if choice.backend == "torch" else load_predictor(
+    trained = predictor if choice.backend == REFERENCE else load_predictor(
         base.shape, s.device, machine, s.threads, s.batch, s.results, choice.backend)
-    length = sr.load.length(choice.max_len)  # the workload's request length, truncated
+    length = sr.workload.length(choice.max_len)  # the workload's request length, truncated
     # the final training sees inputs as deployed (the budget's train_len is for the
     # teacher and student, whose stages do not depend on the choice)
     train_common = {**common, "max_len": choice.max_len or seq_len, "seq_len": length}
@@ -230,7 +231,7 @@ def run_pipeline(p: PipelineSettings) -> PipelineResult:
     static = not p.train or sr.status == "dense" or choice.config.is_dense
     config = sr.primary.config if static else None
     summary = stages.run("measure", lambda: final_report(
-        s, choice, final_dir, teacher, run_dir, sr.load, here, p.final_eval_samples, config))
+        s, choice, final_dir, teacher, run_dir, sr.workload, here, p.final_eval_samples, config))
     summary.update(planning_target_ms=plan_ms, margin=p.margin,
                    method="static" if static else p.method,
                    search={"proxy_metric": sr.primary.metric, "predicted_ms": sr.primary.latency_ms,

@@ -15,7 +15,6 @@ from tp_search.pruning.core.errors import TpError
 from tp_search.pruning.model.checkpoint import random_model
 from tp_search.pruning.runtime import available_backends
 
-from tp_search.search.context import BACKENDS
 from tp_search.search.search_settings import SearchSettings
 
 log = logging.getLogger("tp.pipeline")
@@ -25,7 +24,7 @@ def backends(s: SearchSettings) -> tuple[str, ...]:
     """The backends the job searches: those asked for, or every one this install runs."""
     if s.backends:
         return tuple(s.backends)
-    return tuple(b for b in BACKENDS if b in available_backends())
+    return tuple(available_backends())
 
 
 def has_tables(s: SearchSettings, shape: ModelShape, max_len: int) -> bool:

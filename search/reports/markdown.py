@@ -13,7 +13,7 @@ import pandas as pd
 from tp_search.pruning.core.cli_common import dump_json
 from tp_search.pruning.core.atomic import atomic_save_figure, atomic_write_text
 
-from tp_search.search.scoring.objective import PRECISION
+from tp_search.pruning.runtime.registry import spec
 from tp_search.search.scoring.proxy import describe_numerics
 from tp_search.search.space.candidates import keep_key
 from tp_search.search.reports.tables import (
@@ -39,19 +39,18 @@ def render_png(plots: Sequence[ParetoPlot], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(plots), figsize=(6.8 * len(plots), 4.8), squeeze=False)
-    colors = dict(zip(("torch", "ort", "ort-int8"), ("tab:gray", "tab:blue", "tab:green")))
     for ax, p in zip(axes[0], plots):
         for b, pts in p.points.items():
-            ax.scatter(*zip(*pts), s=10, color=colors.get(b, "0.6"), alpha=0.45,
+            ax.scatter(*zip(*pts), s=10, color=spec(b).color, alpha=0.45,
                        label=f"feasible trials, {b}")
         for b, pts in p.levers.items():
             dense = [(ms, m) for n, ms, m in pts if not n]
             trunc = sorted((ms, m) for n, ms, m in pts if n)
             if dense:
-                ax.scatter(*zip(*dense), marker="s", s=55, color=colors.get(b, "0.3"),
+                ax.scatter(*zip(*dense), marker="s", s=55, color=spec(b).color,
                            edgecolor="black", zorder=3, label=f"dense, {b}")
             if trunc:
-                ax.plot(*zip(*trunc), marker="v", ms=6, ls=":", color=colors.get(b, "0.3"),
+                ax.plot(*zip(*trunc), marker="v", ms=6, ls=":", color=spec(b).color,
                         label=f"truncation only, {b}")
         if p.front:
             ax.step(*zip(*p.front), where="post", color="tab:purple", marker="o", ms=4,
@@ -101,9 +100,9 @@ def render_markdown(result: "SearchResult") -> str:
     r, s = result, result.settings
     c = r.primary
     lines = [f"# tp-search: {r.task} on {c.machine_id}", ""]
-    target = f"predicted p{r.load.percentile:g} latency <= {r.target_ms:g} ms"
-    if s.flops_reduction:
-        target += f" and MACs reduction >= {s.flops_reduction:g}x (at the workload)"
+    target = f"predicted p{r.workload.percentile:g} latency <= {r.target_ms:g} ms"
+    if s.min_macs_reduction:
+        target += f" and MACs reduction >= {s.min_macs_reduction:g}x (at the workload)"
     lines += [
         f"- **Target**: {target}",
         f"- **Machine**: {c.machine_id} (latency table under {r.results_dir}); "
@@ -181,13 +180,13 @@ def render_markdown(result: "SearchResult") -> str:
 def _choice_lines(r: "SearchResult", c: Any) -> list[str]:
     cfg = c.config
     layers = [l for l in range(cfg.shape.num_layers) if cfg.prunes_at(l)]
-    n = r.load.length(c.max_len)
-    out = [f"- backend: **{c.backend}** ({PRECISION.get(c.backend, c.backend)}); input "
+    n = r.workload.length(c.max_len)
+    out = [f"- backend: **{c.backend}** ({spec(c.backend).precision}); input "
            + (f"truncated to **{c.max_len}** tokens" if c.max_len else "not truncated"),
            f"- keep fractions: {keep_key(cfg.keep) if cfg.keep else 'dense (all 1)'}"
            + (f" (pruning at layer{'s' if len(layers) > 1 else ''} "
               f"{', '.join(map(str, layers))})" if layers else ""),
-           f"- tokens kept at the workload's p{r.load.percentile:g} request ({n} real "
+           f"- tokens kept at the workload's p{r.workload.percentile:g} request ({n} real "
            f"tokens): {cfg.kept_counts(n)}",
            f"- predicted latency: {c.latency_ms:.3f} ms at the workload "
            f"(dense {c.dense_ms:.3f} ms: predicted speedup {c.dense_ms / c.latency_ms:.2f}x, "

@@ -4,8 +4,8 @@ A candidate that breaks the latency (or MACs) constraint costs a few predictor c
 never evaluated on data; its metric is reported to the sampler as a pessimistic constant
 and the constraint violation goes to NSGA-II with ``trial.set_constraint`` (Optuna 5
 deprecated ``constraints_func``; both end up in the same constrained domination). Feasible
-candidates are evaluated once per distinct (precision, truncation, keep schedule): the
-torch and ort backends share fp32 numerics, so they share metrics, and repeats reuse the
+candidates are evaluated once per distinct (numerics, truncation, keep schedule): the fp32
+backends share numerics (``registry.numerics``), so they share metrics, and repeats reuse the
 metric of an earlier trial (in this process or, through the storage, in another worker).
 """
 from __future__ import annotations
@@ -16,13 +16,13 @@ from typing import Any, Callable, Mapping, Sequence
 
 from tp_search.pruning.config import PruningConfig, kept_counts
 from tp_search.pruning.macs import dense_macs, schedule_macs
+from tp_search.pruning.runtime.registry import numerics
 
 from tp_search.search.space.candidates import Candidate, SearchSpace, keep_key
 from tp_search.search.space.workload import Workload
 
 ATTR = "tp"  # the one user attribute a trial carries (one storage write per trial)
 PESSIMISTIC = -1.0  # the metric an infeasible (unevaluated) trial reports to the sampler
-PRECISION = {"torch": "fp32", "ort": "fp32", "ort-int8": "int8"}
 
 # predictors[machine][backend]: a profiler.Predictor for that machine's table on that backend
 Predictors = Mapping[str, Mapping[str, Any]]
@@ -30,7 +30,7 @@ Predictors = Mapping[str, Mapping[str, Any]]
 
 def metric_key(c: Candidate) -> str:
     """What decides a candidate's metric: its numerics, its input length, its schedule."""
-    return f"{PRECISION.get(c.backend, c.backend)}|{c.max_len}|{keep_key(c.keep)}"
+    return f"{numerics(c.backend)}|{c.max_len}|{keep_key(c.keep)}"
 
 
 @dataclass(frozen=True)
@@ -56,10 +56,10 @@ class Checker:
     """
 
     def __init__(self, predictors: Predictors, latency_ms: float, workload: Workload,
-                 flops_reduction: float | None = None) -> None:
+                 min_macs_reduction: float | None = None) -> None:
         self.predictors = {m: dict(p) for m, p in predictors.items()}
         self.latency_ms, self.workload = float(latency_ms), workload
-        self.flops_reduction = flops_reduction
+        self.min_macs_reduction = min_macs_reduction
         any_predictor = next(iter(next(iter(self.predictors.values())).values()))
         self.shape = any_predictor.shape
         self.dense_macs = dense_macs(workload.length(), self.shape)
@@ -75,9 +75,10 @@ class Checker:
     def __call__(self, c: Candidate) -> Check:
         lat = {m: self.latency(m, c) for m in self.predictors}
         red = self.macs_reduction(c)
-        flops_gap = 0.0 if self.flops_reduction is None else self.flops_reduction - red
-        feasible = {m: t <= self.latency_ms and flops_gap <= 0 for m, t in lat.items()}
-        return Check(lat, red, feasible, (min(lat.values()) - self.latency_ms, flops_gap))
+        macs_gap = (0.0 if self.min_macs_reduction is None
+                    else self.min_macs_reduction - red)
+        feasible = {m: t <= self.latency_ms and macs_gap <= 0 for m, t in lat.items()}
+        return Check(lat, red, feasible, (min(lat.values()) - self.latency_ms, macs_gap))
 
 
 def fastest_schedule(space: SearchSpace, predictor: Any, n: int) -> PruningConfig:
@@ -190,7 +191,7 @@ class Objective:
         lat = c.latency_ms[self.primary]
         # NSGA-II's constrained domination reads these (Optuna >= 5; <= 0 is satisfied).
         trial.set_constraint("latency", c.constraints[0])
-        if self.checker.flops_reduction is not None:
+        if self.checker.min_macs_reduction is not None:
             trial.set_constraint("macs", c.constraints[1])
         if not c.any_feasible:
             self.skipped += 1

@@ -1,11 +1,11 @@
 """The search's accuracy proxy: a candidate's dev metric without retraining.
 
 The candidate's keep schedule is applied as static top-k to the model as it is, with the
-candidate's numerics (fp32 for torch and ort, int8 for ort-int8: an int8 candidate is
-evaluated quantized) and its inputs truncated to its ``max_len``. fp32 runs the PyTorch
-encoder (the reference every backend is checked against); other precisions run a runner
-built once by ``runner_for(precision)`` whose keep schedule is an input, so hundreds of
-schedules cost one export and one quantization.
+candidate's numerics (an int8 or bf16 candidate is evaluated on its own runtime, quantized
+or in bf16) and its inputs truncated to its ``max_len``. fp32 runs the PyTorch encoder (the
+reference every fp32 backend matches within 1e-4); other numerics run a runner built once
+by ``runner_for(backend)`` whose keep schedule is an input, so hundreds of schedules cost
+one export and one quantization.
 
 A candidate that prunes nothing is served by a model that was never trained to prune (the
 fine-tuned teacher, ``dense``) while a pruning candidate is served by the distilled student
@@ -21,10 +21,10 @@ from tp_search.pruning.data import Split, metrics
 from tp_search.pruning.core.errors import TpError
 from tp_search.pruning.model.encoder import PrunedBert
 
-from tp_search.search.scoring.objective import PRECISION
+from tp_search.pruning.runtime.registry import numerics, spec
 from tp_search.search.space.candidates import Candidate
 
-RunnerFor = Callable[[str], Any]  # precision -> a runner taking (batch, keep=...)
+RunnerFor = Callable[[str], Any]  # backend -> its keep-input runner, taking (batch, keep=...)
 
 
 class ProxyEvaluator:
@@ -45,20 +45,21 @@ class ProxyEvaluator:
         if self.dense is not None and c.config.is_dense:
             return self.dense(c)
         self.calls += 1
-        precision = PRECISION.get(c.backend, c.backend)
-        if precision == "fp32":
+        if numerics(c.backend) == "fp32":  # every fp32 backend matches the encoder
             r = evaluate(self.model, self.split, self.length(c), self.batch_size,
                          pruning=c.config, device=self.device)
             return float(r.score)
-        return self.evaluate_runner(self.runner(precision), c)
+        return self.evaluate_runner(self.runner(c.backend), c)
 
-    def runner(self, precision: str) -> Any:
-        if precision not in self.runners:
+    def runner(self, backend: str) -> Any:
+        """The keep-input runner with ``backend``'s numerics (one per numerics)."""
+        key = numerics(backend)
+        if key not in self.runners:
             if self.runner_for is None:
-                raise TpError(f"no {precision} runtime to evaluate candidates with; install "
-                              "onnxruntime or restrict --backend to torch")
-            self.runners[precision] = self.runner_for(precision)
-        return self.runners[precision]
+                raise TpError(f"no {backend} runtime to evaluate candidates with; install "
+                              f"it or restrict --backend")
+            self.runners[key] = self.runner_for(backend)
+        return self.runners[key]
 
     def evaluate_runner(self, runner: Any, c: Candidate) -> float:
         """The task metric of ``runner`` under ``c``'s schedule on the truncated dev subset."""
@@ -67,4 +68,4 @@ class ProxyEvaluator:
 
 
 def describe_numerics(backends: Mapping[str, Any] | list[str]) -> str:
-    return ", ".join(f"{b}: {PRECISION.get(b, b)}" for b in backends)
+    return ", ".join(f"{b}: {spec(b).precision}" for b in backends)

@@ -15,8 +15,8 @@ from tp_search.pruning.model.checkpoint import from_pretrained
 
 from tp_search.search.context import Context, model_label
 from tp_search.search.selection.verify import measure
-from tp_search.search.scoring.objective import PRECISION, Checker, expected_latency
-from tp_search.search.runners import build_runner
+from tp_search.pruning.runtime import REFERENCE, get_backend, spec
+from tp_search.search.scoring.objective import Checker, expected_latency
 from tp_search.search.search_settings import MachineChoice, SearchSettings
 from tp_search.search.space.candidates import Candidate
 from tp_search.search.reports.tables import choose, dev_reductions, lat_col
@@ -33,9 +33,9 @@ def _meta(s: SearchSettings, ctx: Context, machine: str, c: Candidate, latency: 
           expected: float | None, dense_ms: float, metric: float | None, dense_metric: float,
           macs: dict[str, float], **extra: Any) -> dict[str, Any]:
     return {"machine_id": machine, "target_ms": s.latency_ms,
-            "flops_reduction": s.flops_reduction,
+            "min_macs_reduction": s.min_macs_reduction,
             "deployment": {"backend": c.backend, "max_len": c.max_len,
-                           "precision": PRECISION.get(c.backend, c.backend),
+                           "precision": spec(c.backend).precision,
                            "threads": s.threads},
             "workload": {**ctx.workload.to_dict(), "threads": s.threads, "device": s.device},
             "predicted_latency_ms": latency, "expected_latency_ms_dev": expected,
@@ -54,7 +54,7 @@ def dense_latency(ctx: Context, checker: Checker, machine: str, backend: str) ->
 
 def reference_latency(ctx: Context, checker: Checker, machine: str) -> float | None:
     """Dense PyTorch fp32 at full length: what speedups were stated against before."""
-    ms = dense_latency(ctx, checker, machine, "torch")
+    ms = dense_latency(ctx, checker, machine, REFERENCE)
     return None if ms == float("inf") else ms
 
 
@@ -66,7 +66,7 @@ def dense_choices(s: SearchSettings, ctx: Context, checker: Checker,
     out = []
     for m, preds in ctx.predictors.items():
         ok = sorted((dense_latency(ctx, checker, m, b), b) for b in preds
-                    if PRECISION.get(b) == "fp32" and b in ctx.space.backends)
+                    if spec(b).precision == "fp32" and b in ctx.space.backends)
         ms, backend = next(((t, b) for t, b in ok if t <= s.latency_ms), ok[0])
         c = Candidate(backend, 0, PruningConfig.dense(ctx.shape))
         macs = _macs(c, ctx, checker)
@@ -90,7 +90,7 @@ def searched_choices(s: SearchSettings, ctx: Context, checker: Checker, df: pd.D
         if row is None:
             raise InfeasibleError(
                 f"no trial met the constraints on {m} (fastest {fast[m][1]:.3f} ms, target "
-                f"{s.latency_ms:g} ms{_flops_text(s)}): run more --trials or relax the target")
+                f"{s.latency_ms:g} ms{_macs_text(s)}): run more --trials or relax the target")
         keep = [float(row[f"keep_{l}"]) for l in range(ctx.shape.num_layers)]
         c = Candidate(str(row["backend"]), int(row["max_len"]),
                       PruningConfig.topk(ctx.shape, keep))
@@ -118,8 +118,8 @@ def _int_or_none(v: Any) -> int | None:
     return None if v is None or pd.isna(v) else int(v)
 
 
-def _flops_text(s: SearchSettings) -> str:
-    return f", MACs reduction >= {s.flops_reduction:g}x" if s.flops_reduction else ""
+def _macs_text(s: SearchSettings) -> str:
+    return f", MACs reduction >= {s.min_macs_reduction:g}x" if s.min_macs_reduction else ""
 
 
 def check_feasible(s: SearchSettings, ctx: Context, checker: Checker,
@@ -131,13 +131,13 @@ def check_feasible(s: SearchSettings, ctx: Context, checker: Checker,
             f"--latency-ms {s.latency_ms:g} is below the fastest achievable latency: "
             f"{'; '.join(parts)}, for {ctx.workload.describe(short=True)}, {s.threads} "
             "thread(s); raise the target or lower --seq-len")
-    if s.flops_reduction:
+    if s.min_macs_reduction:
         most = Candidate(ctx.space.backends[0], min(ctx.space.lengths, key=lambda n: n or 1e9),
                          ctx.space.chain())
         best = checker.macs_reduction(most)
-        if best < s.flops_reduction:
+        if best < s.min_macs_reduction:
             raise InfeasibleError(
-                f"--flops-reduction {s.flops_reduction:g} is above the largest MACs reduction "
+                f"--macs-reduction {s.min_macs_reduction:g} is above the largest MACs reduction "
                 f"of the search space at the workload: {best:.2f}x ({most.describe()})")
 
 
@@ -156,11 +156,12 @@ def measure_choices(s: SearchSettings, ctx: Context, choices: list[MachineChoice
             log.info("measuring the chosen configuration on this machine (%s)",
                      c.candidate.describe())
             dense = PruningConfig.dense(ctx.shape)
-            runners = {"chosen": (build_runner(model, c.backend, c.config, s.threads),
-                                  c.max_len),
-                       "dense": (build_runner(model, c.backend, dense, s.threads), 0)}
-            if c.backend != "torch":
-                runners["reference"] = (build_runner(model, "torch", dense, s.threads), 0)
+            b = get_backend(c.backend)
+            runners = {"chosen": (b.build(model, c.config, threads=s.threads), c.max_len),
+                       "dense": (b.build(model, dense, threads=s.threads), 0)}
+            if c.backend != REFERENCE:
+                runners["reference"] = (get_backend(REFERENCE).build(
+                    model, dense, threads=s.threads), 0)
             m = measure(runners, model, ctx.split, ctx.workload, c.latency_ms, c.dense_ms,
                         s.latency_ms, s.threads, repeats=s.repeats, device=s.device,
                         seed=s.seed)

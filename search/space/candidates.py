@@ -19,6 +19,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from tp_search.pruning.config import ModelShape, PruningConfig
 from tp_search.pruning.core.errors import TpError
+from tp_search.pruning.runtime.registry import REFERENCE
 
 DECIMALS = 4  # keep fractions are rounded: readable outputs, stable cache keys
 
@@ -63,7 +64,7 @@ class SearchSpace:
     min_ratio: float = 0.2
     max_ratio: float = 0.95
     floor: float = 0.02  # smallest keep fraction (CLS always survives anyway)
-    backends: tuple[str, ...] = ("torch",)  # runtimes to choose from
+    backends: tuple[str, ...] = (REFERENCE,)  # runtimes to choose from
     lengths: tuple[int, ...] = (0,)  # truncation lengths to choose from (0: none)
 
     def __post_init__(self) -> None:

@@ -1,4 +1,5 @@
-"""Latency tables on ONNX Runtime: the encoder's pieces exported as graphs, timed in ORT.
+"""The encoder's pieces as small ONNX graphs, timed on an exported backend for its latency
+table.
 
 The predictor's components (embeddings; a plain layer's attention and its output
 projection + FFN; a pruning layer's scoring attention and keep step; the head) are exported
@@ -6,8 +7,9 @@ as five graphs with dynamic batch and length: ``embed``, ``plain`` (every layer,
 same input, its own weights: a pass streams all weights as inference does), ``prune`` (every
 layer as a pruning layer keeping half), ``finish`` (every layer's projection + FFN) and
 ``head``. Per-layer costs are graph times divided by the layer count; the attention parts are
-``plain - finish`` and ``prune - finish at half the tokens``, so fusions ORT makes inside a
-whole layer stay in the measurement. int8 quantizes the same graphs as deployment does.
+``plain - finish`` and ``prune - finish at half the tokens``, so fusions a runtime makes
+inside a whole layer stay in the measurement. A backend turns each graph into a call (an
+ONNX Runtime session, an OpenVINO compiled model), quantized as it deploys.
 """
 from __future__ import annotations
 
@@ -22,12 +24,10 @@ import onnx
 import torch
 from torch import Tensor, nn
 
-from tp_search.pruning.config import PruningConfig
-from tp_search.pruning.model.encoder import PrunedBert
-from tp_search.pruning.model.keep import gather
-from tp_search.pruning.runtime import get_backend
-from tp_search.pruning.runtime.export import cache_dir, digest, export_module
-from tp_search.pruning.runtime.ort_backend import quantized, session
+from ..config import PruningConfig
+from ..model.encoder import PrunedBert
+from ..model.keep import gather
+from .export import cache_dir, digest, export_module
 
 GRAPHS = ("embed", "plain", "prune", "finish", "head")
 
@@ -86,9 +86,8 @@ class _Head(nn.Module):
         return self.m.classify(x)
 
 
-def component_graphs(model: PrunedBert, precision: str, cache: Path | None = None
-                     ) -> dict[str, Path]:
-    """The five graphs of ``model`` (exported once per weights, cached; int8 quantized)."""
+def component_graphs(model: PrunedBert, cache: Path | None = None) -> dict[str, Path]:
+    """The five fp32 graphs of ``model`` (exported once per weights, cached)."""
     model = model.eval().cpu()
     L, d = model.shape.num_layers, model.shape.hidden_size
     b, n = torch.export.Dim("batch"), torch.export.Dim("sequence", min=2,
@@ -109,28 +108,28 @@ def component_graphs(model: PrunedBert, precision: str, cache: Path | None = Non
         if not path.is_file():
             outputs = ["logits"] if kind in ("embed", "head") else [f"out{l}" for l in range(L)]
             export_module(mod, args, names, outputs, dyn, path)
-        out[kind] = quantized(path, cache) if precision == "int8" else path
+        out[kind] = path
     return out
 
 
-class OrtTimers:
-    """Sessions of the component graphs; ``at(batch, n)`` gives a timer with PassTimer's
-    interface (``warm``, ``plain_pass``, ``pruning_pass``) for one grid point."""
-
-    def __init__(self, model: PrunedBert, backend: str, threads: int) -> None:
-        precision = get_backend(backend).precision
-        self.sessions = {k: session(p, threads)
-                         for k, p in component_graphs(model, precision).items()}
-        self.model = model
-
-    def at(self, batch: int, n: int) -> "OrtPassTimer":
-        return OrtPassTimer(self, batch, n)
+Call = Callable[[dict[str, np.ndarray]], Any]  # one graph, run on a feed
 
 
-class OrtPassTimer:
-    def __init__(self, timers: OrtTimers, batch: int, n: int) -> None:
+class ComponentTimers:
+    """``calls``: one runnable per graph of ``GRAPHS``; ``at(batch, n)`` gives a timer with
+    the profiler's interface (``warm``, ``plain_pass``, ``pruning_pass``) for one point."""
+
+    def __init__(self, model: PrunedBert, calls: dict[str, Call]) -> None:
+        self.calls, self.model = calls, model
+
+    def at(self, batch: int, n: int) -> "GraphPassTimer":
+        return GraphPassTimer(self, batch, n)
+
+
+class GraphPassTimer:
+    def __init__(self, timers: ComponentTimers, batch: int, n: int) -> None:
         m = timers.model
-        self.s, self.L = timers.sessions, m.shape.num_layers
+        self.s, self.L = timers.calls, m.shape.num_layers
         rng = np.random.default_rng(n)
         d = m.config.hidden_size
         half = max(1, math.ceil(n / 2))
@@ -143,7 +142,7 @@ class OrtPassTimer:
 
     def _ms(self, kind: str, feed: dict[str, np.ndarray]) -> float:
         t0 = time.perf_counter()
-        self.s[kind].run(None, feed)
+        self.s[kind](feed)
         return (time.perf_counter() - t0) * 1e3
 
     def warm(self) -> None:
@@ -165,16 +164,29 @@ class OrtPassTimer:
                 "finish_half": finish_half}
 
 
-def full_pass(model: PrunedBert, backend: str, threads: int
-              ) -> Callable[[PruningConfig, Tensor], Callable[[], Any]]:
-    """Whole-model passes on ``backend`` (calibration, validation): the deployed graph of
-    each configuration, timed end to end."""
-    if backend == "torch":
-        return lambda cfg, ids: (lambda: model(ids, pruning=cfg))
-    b = get_backend(backend)
-
-    def make(cfg: PruningConfig, ids: Tensor) -> Callable[[], Any]:
-        runner = b.build(model, cfg, threads=threads)
-        feed = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-        return lambda: runner(feed)
-    return make
+def sample_feeds(path: Path, count: int = 8, n: int = 16, seed: int = 0
+                 ) -> list[dict[str, np.ndarray]]:
+    """Random inputs of an exported graph's input shapes (ids in a small vocabulary range,
+    masks all ones): calibration data where only latency matters."""
+    rng = np.random.default_rng(seed)
+    m = onnx.load(str(path), load_external_data=False)
+    inits = {i.name for i in m.graph.initializer}
+    out = []
+    for _ in range(count):
+        feed = {}
+        for inp in m.graph.input:
+            if inp.name in inits:
+                continue
+            dims = [d.dim_value or (1 if k == 0 else n)
+                    for k, d in enumerate(inp.type.tensor_type.shape.dim)]
+            elem = inp.type.tensor_type.elem_type
+            if elem == onnx.TensorProto.INT64:
+                fill = (np.ones(dims, np.int64) if "mask" in inp.name
+                        else rng.integers(5, 100, dims).astype(np.int64))
+            elif elem == onnx.TensorProto.DOUBLE:
+                fill = np.ones(dims, np.float64)
+            else:
+                fill = rng.standard_normal(dims).astype(np.float32)
+            feed[inp.name] = fill
+        out.append(feed)
+    return out
