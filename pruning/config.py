@@ -148,11 +148,22 @@ class PruningConfig:
                           "search or train a configuration for this model")
 
 
+KEEP_SCALE = 1_000_000  # keep fractions count to 6 decimals
+
+
+def keep_count(k: float, n: int) -> int:
+    """The single rounding rule every part of tp-search uses: ceil(k * n) with k taken to 6
+    decimals, in integers. Exact in any runtime: an exported graph may evaluate float64 in
+    float32 (OpenVINO does: 0.6f * 25 = 15.0000006, one token too many)."""
+    return -(-(round(k * KEEP_SCALE) * n) // KEEP_SCALE)
+
+
 def kept_counts(keep: Sequence[float], n: int) -> list[int]:
-    """The single rounding rule every part of tp-search uses: ceil(keep*n), at least CLS."""
+    """Tokens alive after each layer for real length ``n``: ``keep_count``, cumulative, at
+    least CLS."""
     out, prev = [], n
     for k in keep:
-        prev = max(1, min(prev, math.ceil(k * n - 1e-9)))
+        prev = max(1, min(prev, keep_count(k, n)))
         out.append(prev)
     return out
 

@@ -1,5 +1,7 @@
-"""Backends: ONNX export parity with the PyTorch encoder at lengths the export never saw, the
-keep-input graph, int8, the export cache, deployment and ``pruning.load``, tp-bench."""
+"""Backends: ONNX export parity with the PyTorch encoder at lengths the export never saw, on
+ONNX Runtime and OpenVINO; the keep-input graph, int8 (ORT dynamic, OpenVINO NNCF), bf16 where
+the CPU has it, the export cache, deployment and ``pruning.load``, the deployed file run by
+plain onnxruntime / OpenVINO, tp-bench."""
 from __future__ import annotations
 
 import json
@@ -62,11 +64,15 @@ INPUTS = {"short": random_sentences(1, seed=1, min_words=3, max_words=3),
           "padded": random_sentences(3, seed=3, min_words=2, max_words=30)}
 
 
+FP32_EXPORTED = ("ort", "ov")  # the fp32 backends that run the exported graph
+
+
+@pytest.mark.parametrize("backend", FP32_EXPORTED)
 @pytest.mark.parametrize("policy", ["topk", "threshold"])
-def test_ort_matches_the_encoder_at_unseen_lengths(model, policy):
+def test_exported_fp32_matches_the_encoder_at_unseen_lengths(model, policy, backend):
     shape = model.shape
     cfg = topk(model) if policy == "topk" else PruningConfig.threshold(shape, [0, 0.05, 0.08])
-    runner = get_backend("ort").build(model, cfg)
+    runner = get_backend(backend).build(model, cfg)
     for name, texts in INPUTS.items():
         b = batch(model, texts)
         assert b["input_ids"].shape[1] != 16
@@ -74,11 +80,14 @@ def test_ort_matches_the_encoder_at_unseen_lengths(model, policy):
         assert diff <= 1e-4, (name, float(diff))
 
 
-def test_counts_where_keep_times_length_is_whole(model):
-    """keep x n exactly an integer (0.7 x 10, 0.28 x 25, 0.14 x 50): where float32 constants
-    or a dropped '- 1e-9' would keep one token too many."""
-    runner = get_backend("ort").build(model, None, keep_input=True)
-    for n, schedules in ((10, ([1, 0.7, 0.3], [1, 0.6, 0.2])), (25, ([1, 0.28, 0.28],)),
+@pytest.mark.parametrize("backend", FP32_EXPORTED)
+def test_counts_where_keep_times_length_is_whole(model, backend):
+    """keep x n exactly an integer (0.7 x 10, 0.28 x 25, 0.6 x 25, 0.14 x 50): where a
+    runtime that evaluates float64 in float32 (OpenVINO: 0.6f x 25 = 15.0000006) would keep
+    one token too many, unless counts are integers."""
+    runner = get_backend(backend).build(model, None, keep_input=True)
+    for n, schedules in ((10, ([1, 0.7, 0.3], [1, 0.6, 0.2])), (25, ([1, 0.28, 0.28],
+                                                                      [1, 0.6, 0.3])),
                          (50, ([1, 0.14, 0.14],))):
         b = batch(model, [" ".join(["good"] * (n - 2))])  # n - 2 words + [CLS] + [SEP]
         assert b["input_ids"].shape[1] == n
@@ -96,8 +105,9 @@ def test_every_family_exports(family_model):
         assert (runner(b) - reference(family_model, b, cfg)).abs().max() <= 1e-4
 
 
-def test_keep_input_graph_runs_any_schedule(model):
-    runner = get_backend("ort").build(model, None, keep_input=True)
+@pytest.mark.parametrize("backend", FP32_EXPORTED)
+def test_keep_input_graph_runs_any_schedule(model, backend):
+    runner = get_backend(backend).build(model, None, keep_input=True)
     b = batch(model, INPUTS["padded"])
     for keep in ([1, 1, 1], [1, 0.5, 0.5], [1, 0.7, 0.2], [1, 0.01, 0.01]):  # last: CLS only
         ref = reference(model, b, PruningConfig.topk(model.shape, keep))
@@ -113,6 +123,35 @@ def test_int8_runs_and_changes_numerics_only_a_little(model):
     assert runner.describe()["precision"] == "int8"
 
 
+def test_openvino_int8_is_calibrated_on_the_given_examples(model):
+    """NNCF quantizes the keep-input graph once per calibration set: other examples are
+    another quantization (another file), the same examples reuse it."""
+    b = batch(model, INPUTS["padded"])
+    calib = [batch(model, [t]) for t in random_sentences(6, seed=9, min_words=3)]
+    ov8 = get_backend("ov-int8")
+    runner = ov8.build(model, None, keep_input=True, calibration=calib)
+    for keep in ([1, 1, 1], [1, 0.5, 0.3]):
+        out = runner(b, keep=keep)
+        assert out.shape == (3, model.config.num_labels) and torch.isfinite(out).all()
+    d = runner.describe()
+    assert d["precision"] == "int8" and d["compiled_precision"] == "f32"  # the rest in fp32
+    again = ov8.file(model, None, True, calib)
+    other = ov8.file(model, None, True, calib[:3])
+    assert again == runner.path and other != runner.path
+
+
+def test_openvino_bf16_where_the_cpu_has_it(model):
+    why = why_unavailable("ov-bf16")
+    if why is not None:
+        pytest.skip(f"ov-bf16 not available here: {why}")
+    runner = get_backend("ov-bf16").build(model, topk(model))
+    b = batch(model, INPUTS["padded"])
+    out = runner(b)
+    assert runner.describe()["compiled_precision"] == "bf16" and torch.isfinite(out).all()
+    # bf16 changes numerics: reported, not asserted beyond a loose sanity bound
+    assert (out - reference(model, b, topk(model))).abs().max() < 0.5
+
+
 def test_export_is_cached(model):
     cfg = topk(model)
     first = exported(model, cfg)
@@ -123,10 +162,14 @@ def test_export_is_cached(model):
     assert other != first  # another configuration is another graph
 
 
-@pytest.mark.parametrize("backend", ["torch", "ort", "ort-int8"])
+@pytest.mark.parametrize("backend", ["torch", "ort", "ort-int8", "ov", "ov-int8"])
 def test_deploy_and_load_round_trip(model, tmp_path, backend):
     cfg = topk(model)
-    path = pruning.deploy(model, cfg, backend, tmp_path / "model", max_len=12)
+    path = pruning.deploy(model, cfg, backend, tmp_path / "model", max_len=12,
+                          task="rotten_tomatoes", metric="accuracy", seq_len=32, threads=1)
+    info = json.loads((path / "deployment.json").read_text())
+    assert (info["task"], info["metric"], info["max_len"], info["seq_len"], info["threads"]) \
+        == ("rotten_tomatoes", "accuracy", 12, 32, 1)
     loaded = pruning.load(path)
     b = batch(loaded, INPUTS["padded"])
     assert loaded.tokenizer.model_max_length == 12  # the chosen truncation travels
@@ -138,7 +181,7 @@ def test_deploy_and_load_round_trip(model, tmp_path, backend):
         out = loaded(b["input_ids"], b["attention_mask"], b.get("token_type_ids"))
         ref = reference(model, b, cfg)
         assert out.shape == ref.shape
-        if backend == "ort":
+        if backend in FP32_EXPORTED:
             assert (out - ref).abs().max() <= 1e-4
         assert isinstance(pruning.load(path, backend="torch"), pruning.PrunedBert)
         with pytest.raises(TpError, match="deployed for"):

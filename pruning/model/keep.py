@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from tp_search.pruning.config import PruningConfig
+from tp_search.pruning.config import KEEP_SCALE, PruningConfig
 
 
 def importance(probs: Tensor, valid: Tensor | None) -> Tensor:
@@ -30,11 +30,7 @@ def count_kept(cfg: PruningConfig, layer: int, scores: Tensor, valid: Tensor | N
     tensor form of ``PruningConfig.kept_counts``'s rounding rule."""
     alive = valid.sum(1) if valid is not None else torch.full_like(n_real, scores.shape[1])
     if cfg.policy == "topk":
-        # ceil(n * k - 1e-9), written so that an exported graph computes it too: in float64
-        # with the fraction included (as a float32 constant, ceil(5 * 0.6f) is 4, not 3),
-        # and as -floor(1e-9 - n * k), because the exporter's optimiser drops a "- 1e-9"
-        k = torch.as_tensor(cfg.keep[layer], dtype=torch.float64, device=n_real.device)
-        want = (-torch.floor(1e-9 - n_real.to(torch.float64) * k)).long()
+        want = keep_count_tensor(cfg.keep[layer], n_real)
     else:  # threshold: every real token at or above theta (CLS always)
         ok = scores >= cfg.thresholds[layer]
         ok[:, 0] = True
@@ -42,6 +38,14 @@ def count_kept(cfg: PruningConfig, layer: int, scores: Tensor, valid: Tensor | N
             ok &= valid
         want = ok.sum(1)
     return torch.minimum(want.clamp_min(1), alive)
+
+
+def keep_count_tensor(k: float | Tensor, n_real: Tensor) -> Tensor:
+    """``config.keep_count`` as tensors [B], in integers so that an exported graph computes
+    the same counts on every runtime (float64 may run as float32 there)."""
+    kq = torch.round(torch.as_tensor(k, dtype=torch.float64, device=n_real.device)
+                     * KEEP_SCALE).long()
+    return torch.div(kq * n_real.long() + (KEEP_SCALE - 1), KEEP_SCALE, rounding_mode="floor")
 
 
 def select_tokens(scores: Tensor, valid: Tensor | None, counts: Tensor

@@ -34,7 +34,7 @@ from ..model.encoder import PrunedBert
 
 log = logging.getLogger("tp.runtime")
 
-EXPORT_VERSION = 4  # bump when the export changes what a cached file holds
+EXPORT_VERSION = 5  # bump when the export changes what a cached file holds (5: integer counts)
 ONNX_FILE = "model.onnx"  # the exported graph in a deployed model directory
 
 

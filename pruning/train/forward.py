@@ -22,7 +22,7 @@ from torch import Tensor
 
 from tp_search.pruning.config import PruningConfig
 from tp_search.pruning.model.encoder import Layer, PrunedBert
-from tp_search.pruning.model.keep import importance
+from tp_search.pruning.model.keep import importance, keep_count_tensor
 
 # keep factor of a pruning layer: (scores [B, N], mask entering the layer [B, N]) -> [B, N]
 KeepFn = Callable[[Tensor, Tensor], Tensor]
@@ -123,7 +123,7 @@ def topk_keep_fns(cfg: PruningConfig, n_real: Tensor) -> dict[int, KeepFn]:
 
         def fn(scores: Tensor, m: Tensor, k: float = cfg.keep[l]) -> Tensor:
             alive = m > 0
-            want = torch.ceil(n_real.to(torch.float64) * k - 1e-9).long().clamp_min(1)
+            want = keep_count_tensor(k, n_real).clamp_min(1)
             count = torch.minimum(want, alive.sum(1))
             return (ranks(scores, alive) < count[:, None]).to(m.dtype)
         fns[l] = fn
