@@ -159,7 +159,7 @@ def test_tp_bench_arch_of_each_family(monkeypatch, capsys, arch, family):
 
     monkeypatch.setattr(checkpoint, "random_model", tiny)
     rc = bench_cli.main(["--arch", arch, "--keep", "1,0.5", "--seq-len", "24", "--repeats", "2",
-                         "--warmup", "1", "--format", "json", "-q"])
+                         "--warmup", "1", "--format", "json", "-q", "--backend", "torch"])
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
     assert made["model"].config.family == family
