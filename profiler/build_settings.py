@@ -39,7 +39,10 @@ class BuildSettings:
     grid: list[int] | None = None
     device: str = "cpu"
     calibration_configs: int = 3
-    calibration_budget_s: float = 10.0
+    calibration_budget_s: float = 10.0  # what the full passes' lengths may cost per round
+    # the least time the calibration's interleaved rounds span: longer than the VM's speed
+    # states last (seconds), so the fit and the tail see the machine, not one moment of it
+    calibration_window_s: float = 20.0
     force: bool = False
     backend: str = REFERENCE  # the runtime timed (pruning.runtime); the reference: the encoder
     measure: MeasureSettings = field(default_factory=MeasureSettings)

@@ -2,6 +2,15 @@
 timer (``Backend.component_timers``: the encoder's layer methods on PyTorch, the component
 graphs on an exported runtime), repeated within a budget, re-measured when other processes
 load the CPU.
+
+A shared VM changes speed on its own: on the 2-core EPYC VMs this project runs on, 2-second
+medians of one fixed pass wander ±10-17% (cv 10%) while the ratio of two passes timed back
+to back stays within ~3% (benchmarks/machine_drift.py, results/<machine>/). So every repeat
+of a grid point also times a fixed *reference* pass (a plain pass at ``reference_length``
+tokens), and the point is stored in reference units: each sample divided by the reference
+of its own repeat. The table's shape is then the machine's, not the state it was in while
+each point happened to be measured; ``finalize`` turns reference units back into ms at the
+median reference of the whole build.
 """
 from __future__ import annotations
 
@@ -15,7 +24,7 @@ import psutil
 import torch
 
 from tp_search.profiler.build_settings import MeasureSettings
-from tp_search.pruning.runtime.base import TimerFactory
+from tp_search.pruning.runtime.base import PassTimer, TimerFactory
 
 log = logging.getLogger("tp.profiler")
 
@@ -57,17 +66,32 @@ class CpuWatch:
         self.other = max(0.0, (busy - mine) / (wall * self.ncpu))
 
 
+def reference_length(grid: Iterable[int]) -> int:
+    """Tokens of the reference pass: short enough to cost little, long enough to run the
+    same kernels as the grid."""
+    return min(32, max(2, max(grid)))
+
+
+def time_reference(ref: PassTimer) -> float:
+    """One reference pass (a plain pass), ms."""
+    t0 = time.perf_counter()
+    ref.plain_pass()
+    return (time.perf_counter() - t0) * 1e3
+
+
 @dataclass
 class PointResult:
-    samples: dict[str, np.ndarray]
+    samples: dict[str, np.ndarray]  # per repeat, in reference units (see the module doc)
     other_cpu: float
     busy: bool
+    ref_ms: np.ndarray  # the reference pass of each repeat, ms
 
 
 @torch.inference_mode()
-def measure_point(batch: int, n: int, s: MeasureSettings, timer_for: TimerFactory
-                  ) -> PointResult:
-    """Time one grid point with ``timer_for(batch, n)``, the backend's pass timer."""
+def measure_point(batch: int, n: int, s: MeasureSettings, timer_for: TimerFactory,
+                  ref: PassTimer) -> PointResult:
+    """Time one grid point with ``timer_for(batch, n)``, the backend's pass timer, each
+    repeat beside one reference pass ``ref``."""
     timer = timer_for(batch, n)
     for _ in range(s.warmup):  # first calls at a new shape pay one-off costs
         timer.warm()
@@ -76,26 +100,33 @@ def measure_point(batch: int, n: int, s: MeasureSettings, timer_for: TimerFactor
         if attempt:
             wait_for_quiet(s.busy_threshold, s.quiet_wait_s)
         samples: dict[str, list[float]] = {}
+        refs: list[float] = []
         with CpuWatch() as w:
             start = time.perf_counter()
             r = 0
             while r < s.min_repeats or (r < s.max_repeats and
                                         time.perf_counter() - start < s.point_budget_s):
-                for k, v in (*timer.plain_pass().items(), *timer.pruning_pass().items()):
-                    samples.setdefault(k, []).append(v)
+                a = time_reference(ref)
+                parts = (*timer.plain_pass().items(), *timer.pruning_pass().items())
+                b = time_reference(ref)
+                unit = (a + b) / 2  # the machine's state around this repeat
+                refs.append(unit)
+                for k, v in parts:
+                    samples.setdefault(k, []).append(v / unit)
                 r += 1
         other = w.other
         if other <= s.busy_threshold:
             break
         log.debug("n=%d: other processes used %.0f%% of the CPU; re-measuring", n, other * 100)
     return PointResult({k: np.array(v) for k, v in samples.items()}, other,
-                       other > s.busy_threshold)
+                       other > s.busy_threshold, np.array(refs))
 
 
 def point_rows(res: PointResult, batch: int, threads: int, n: int) -> list[dict]:
-    """Table rows of one grid point; the half-size finish is stored at n//2 only if that
-    count has no full-size measurement of its own (it never overrides one)."""
+    """Table rows of one grid point, in reference units until ``finalize``; the half-size
+    finish is not stored (a count's own full-size measurement always exists)."""
     rows = []
+    ref = float(np.median(res.ref_ms))
     for comp, vals in res.samples.items():
         if comp == "finish_half":
             continue
@@ -103,14 +134,26 @@ def point_rows(res: PointResult, batch: int, threads: int, n: int) -> list[dict]
                          else n, median_ms=float(np.median(vals)),
                          p10_ms=float(np.percentile(vals, 10)),
                          p90_ms=float(np.percentile(vals, 90)), repeats=len(vals),
-                         other_cpu=round(res.other_cpu, 4), busy=res.busy))
+                         other_cpu=round(res.other_cpu, 4), busy=res.busy, ref_ms=ref))
     return rows
+
+
+def finalize(rows: list[dict]) -> tuple[list[dict], float]:
+    """Rows in ms at the build's median reference (returned too), with each point's state
+    (its reference over that median) recorded."""
+    ref = float(np.median([r["ref_ms"] for r in rows]))
+    out = []
+    for r in rows:
+        out.append({**r, **{k: r[k] * ref for k in ("median_ms", "p10_ms", "p90_ms")},
+                    "state": round(r["ref_ms"] / ref, 4)})
+    return out, ref
 
 
 def merge(results: list[PointResult]) -> PointResult:
     keys = results[0].samples
     return PointResult({k: np.concatenate([r.samples[k] for r in results]) for k in keys},
-                       max(r.other_cpu for r in results), any(r.busy for r in results))
+                       max(r.other_cpu for r in results), any(r.busy for r in results),
+                       np.concatenate([r.ref_ms for r in results]))
 
 
 def measure_grid(timer_for: TimerFactory, batch: int, threads: int, grid: Iterable[int],
@@ -124,6 +167,8 @@ def measure_grid(timer_for: TimerFactory, batch: int, threads: int, grid: Iterab
     torch.set_num_threads(threads)
     grid = list(grid)
     todo = [n for n in grid if n not in done]
+    ref = timer_for(batch, reference_length(grid))
+    ref.warm()
     sweeps = s.sweeps_for(threads)
     if progress is not None and len(todo) < len(grid):
         progress.update((len(grid) - len(todo)) * sweeps)
@@ -131,7 +176,7 @@ def measure_grid(timer_for: TimerFactory, batch: int, threads: int, grid: Iterab
     acc: dict[int, list[PointResult]] = {}
     for k in range(sweeps):
         for n in (todo if k % 2 == 0 else todo[::-1]):  # alternate direction: no point
-            res = measure_point(batch, n, part, timer_for)  # never last twice
+            res = measure_point(batch, n, part, timer_for, ref)  # never last twice
             acc.setdefault(n, []).append(res)
             if k == sweeps - 1:
                 res = merge(acc.pop(n))

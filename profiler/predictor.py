@@ -16,6 +16,7 @@ from tp_search.pruning.config import ModelShape, PruningConfig
 from tp_search.pruning.core.errors import TpError
 from tp_search.pruning.macs import schedule_macs
 
+from tp_search.profiler.calibration_fit import per_length_scale
 from tp_search.profiler.table import LatencyTable
 
 
@@ -34,9 +35,28 @@ class Predictor:
         self._lut: dict[str, list[float]] = {
             c: np.interp(ns, xs, ys).tolist() for c, (xs, ys) in self._grid.items()}
         self.head_ms = float(table.component("head", batch, threads)[1][0])
-        cal = table.calibration.get(f"b{batch}-t{threads}", {})
+        self.calibration = table.calibration.get(f"b{batch}-t{threads}", {})
+        cal = self.calibration
         self.scale = float(cal.get("scale", 1.0))
         self.offset_ms = float(cal.get("offset_ms", 0.0))
+        self.ratios = cal.get("ratios") if cal.get("model") == "per-length" else None
+        self.correction = 1.0  # measured / predicted, refitted from real passes (the loop)
+
+    def calibrated(self, raw_ms: float, n: int) -> float:
+        """The sum of parts at input length ``n``, calibrated against full passes."""
+        if self.ratios is not None:
+            return self.correction * per_length_scale(self.ratios, n) * raw_ms
+        return self.correction * (self.scale * raw_ms + self.offset_ms)
+
+    def tail(self, percentile: float) -> float:
+        """The backend's latency at ``percentile`` over its median, measured with the
+        table's calibration (1.0 when the table predates it): what a percentile target
+        must plan for."""
+        t = self.calibration.get("tail")
+        if not t:
+            return 1.0
+        ps = sorted(float(p) for p in t)
+        return float(np.interp(percentile, ps, [t[k] for k in sorted(t, key=float)]))
 
     @property
     def machine_id(self) -> str:
@@ -63,7 +83,7 @@ class Predictor:
 
     def predict_counts(self, n: int, kept: Sequence[int], prunes: Sequence[bool]) -> float:
         self._check(n)
-        return self.scale * self.raw_counts(n, kept, prunes) + self.offset_ms
+        return self.calibrated(self.raw_counts(n, kept, prunes), n)
 
     def predict(self, cfg: PruningConfig, seq_len: int) -> float:
         """Latency (ms) of one batch of ``self.batch`` inputs with ``seq_len`` real tokens."""
@@ -74,7 +94,7 @@ class Predictor:
         L = self.shape.num_layers
         kept = cfg.kept_counts(seq_len)
         prunes = [cfg.prunes_at(l) for l in range(L)]
-        return self.scale * self.raw_counts(seq_len, kept, prunes) + self.offset_ms
+        return self.calibrated(self.raw_counts(seq_len, kept, prunes), seq_len)
 
     def dense(self, seq_len: int) -> float:
         return self.predict(PruningConfig.dense(self.shape), seq_len)
@@ -109,4 +129,4 @@ class Predictor:
             (1 - prune_prob) * self.torch_cost("attn_sdpa", n_in)
         t = self.torch_cost("embed", n_t.view(1)).sum() + self.head_ms + \
             (attn + self.torch_cost("finish", kept)).sum()
-        return self.scale * t + self.offset_ms
+        return self.calibrated(t, int(round(float(n))))

@@ -37,7 +37,7 @@ def synthetic_table(shape: ModelShape, max_len: int = 128, combos=((1, 1),),
                 ms = overhead_ms + b * cost[c](n) * ms_per_gmac / 1e9 / t
                 rows.append(dict(batch=b, threads=t, component=c, n=n, median_ms=ms,
                                  p10_ms=ms * 0.98, p90_ms=ms * 1.03, repeats=10,
-                                 other_cpu=0.0, busy=False))
+                                 other_cpu=0.0, busy=False, ref_ms=1.0, state=1.0))
     fp = fp or fake_fingerprint()
     return LatencyTable(shape, fp.to_dict(), "cpu", pd.DataFrame(rows), grid,
                         settings={"synthetic": True}, backend=backend)

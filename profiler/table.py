@@ -29,8 +29,11 @@ from tp_search.pruning.runtime.registry import REFERENCE
 
 COMPONENTS = ("embed", "attn_sdpa", "attn_probs", "select", "finish", "head")
 COLUMNS = ("batch", "threads", "component", "n", "median_ms", "p10_ms", "p90_ms", "repeats",
-           "other_cpu", "busy")
-TABLE_VERSION = 1
+           "other_cpu", "busy", "ref_ms", "state")
+# ref_ms: the reference pass timed beside the point (grid.py); state: ref_ms over the build's
+# median reference. Version 1 tables (before the reference) lack both and read as state 1.
+TABLE_VERSION = 2
+READS = (1, 2)
 DEFAULT_RESULTS = Path("results")
 
 
@@ -150,9 +153,11 @@ class LatencyTable:
         except (json.JSONDecodeError, pd.errors.ParserError) as e:
             raise TpError(f"latency table {json_path} is unreadable ({e}); rerun tp-profile "
                           "with --force") from None
-        if meta.get("version") != TABLE_VERSION:
+        if meta.get("version") not in READS:
             raise TpError(f"{json_path}: table version {meta.get('version')} is not supported; "
                           "rerun tp-profile --force")
+        if meta["version"] == 1:
+            entries = entries.assign(ref_ms=float("nan"), state=1.0)
         missing = set(COLUMNS) - set(entries.columns)
         if missing:
             raise TpError(f"{json_path.with_suffix('.csv')}: missing columns {sorted(missing)}")

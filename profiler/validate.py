@@ -16,7 +16,8 @@ from tp_search.pruning.macs import dense_macs, schedule_macs
 from tp_search.pruning.model.encoder import PrunedBert
 from tp_search.pruning.runtime import get_backend
 
-from tp_search.profiler.build import random_schedule
+from tp_search.profiler.calibration import random_schedule
+from tp_search.profiler.grid import reference_length, time_reference
 from tp_search.profiler.predictor import Predictor
 
 
@@ -41,6 +42,11 @@ class ValidationSummary:
     relative_median_abs_error: float
     relative_p90_abs_error: float
     relative_within_10pct: float
+    # the reference pass in this window over the table's reference (1.0: as fast as when
+    # the table was built), and the absolute figures with predictions scaled by it
+    state: float = 1.0
+    state_median_abs_error: float = float("nan")
+    state_within_10pct: float = float("nan")
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -61,6 +67,11 @@ def validate(model: PrunedBert, pred: Predictor, seq_len: int, samples: int, dev
     fns = {str(i): run(c, ids) for i, c in enumerate(tqdm(
         cfgs, desc="building schedules", disable=not backend.exported, leave=False))}
     fns["dense"] = run(PruningConfig.dense(shape), ids)
+    reference = pred.calibration.get("reference", {})
+    ref = backend.component_timers(model, pred.threads)(
+        pred.batch, int(reference.get("tokens", reference_length([pred.max_len]))))
+    ref.warm()
+    fns["ref"] = lambda: time_reference(ref)
     with tqdm(total=repeats, desc=f"validating b{pred.batch} t{pred.threads} n{seq_len}",
               unit="round") as bar:
         t0 = time.perf_counter()
@@ -69,6 +80,7 @@ def validate(model: PrunedBert, pred: Predictor, seq_len: int, samples: int, dev
         window = time.perf_counter() - t0
     rows = []
     d, pd_dense = ms["dense"], pred.dense(seq_len)
+    state = float(np.median(ms["ref"]) / reference["ms"]) if reference.get("ms") else 1.0
     for i, cfg in enumerate(cfgs):
         m, kept = ms[str(i)], cfg.kept_counts(seq_len)
         measured, p = float(np.median(m)), pred.predict(cfg, seq_len)
@@ -82,7 +94,9 @@ def validate(model: PrunedBert, pred: Predictor, seq_len: int, samples: int, dev
                          macs_reduction=dense_macs(seq_len, shape) / schedule_macs(seq_len, kept, shape),
                          measured_ms=measured, measured_p10_ms=float(np.percentile(m, 10)),
                          measured_p90_ms=float(np.percentile(m, 90)), predicted_ms=p,
-                         error=(p - measured) / measured, measured_vs_dense=ratio,
+                         error=(p - measured) / measured,
+                         state_error=(p * state - measured) / measured,
+                         measured_vs_dense=ratio,
                          predicted_vs_dense=p / pd_dense,
                          relative_error=(p / pd_dense - ratio) / ratio))
     df = pd.DataFrame(rows)
@@ -96,5 +110,7 @@ def validate(model: PrunedBert, pred: Predictor, seq_len: int, samples: int, dev
         machine_spread=float((np.percentile(d, 90) - np.percentile(d, 10)) / np.median(d)),
         window_s=round(window, 1), relative_median_abs_error=float(rel.median()),
         relative_p90_abs_error=float(rel.quantile(0.9)),
-        relative_within_10pct=float((rel <= 0.10).mean()))
+        relative_within_10pct=float((rel <= 0.10).mean()), state=round(state, 4),
+        state_median_abs_error=float(df.state_error.abs().median()),
+        state_within_10pct=float((df.state_error.abs() <= 0.10).mean()))
     return df, summary

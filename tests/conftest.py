@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -18,7 +20,6 @@ def tiny_bertmodel_ckpt(tmp_path_factory):
 
 
 # Shared by the data-loading tests (test_glue, test_generic_tasks, test_task_errors, test_batching).
-from pathlib import Path  # noqa: E402
 
 
 def write(path: Path, text: str) -> Path:
@@ -34,3 +35,15 @@ def sst2(tmp_path: Path) -> Path:
           "it 's fine\t1\nnull\t0\n")
     write(d / "dev.tsv", "sentence\tlabel\ngood\t1\nbad\t0\n")
     return d
+
+
+@pytest.fixture(autouse=True)
+def short_calibration_window(monkeypatch):
+    """Tables built in tests calibrate in a short window, not the 20 s a real machine gets
+    (tests check what is computed, never how long the window was)."""
+    from tp_search.profiler.build_settings import BuildSettings
+    init = BuildSettings.__init__
+
+    def short(self, *a, calibration_window_s: float = 0.2, **k):
+        init(self, *a, calibration_window_s=calibration_window_s, **k)
+    monkeypatch.setattr(BuildSettings, "__init__", short)

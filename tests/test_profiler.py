@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from tp_search.profiler import Predictor, find_table, fingerprint, load_predictor
-from tp_search.profiler.build import BuildSettings, build_table, random_schedule
+from tp_search.profiler.build import BuildSettings, build_table
+from tp_search.profiler.calibration import random_schedule
 from tp_search.profiler.profile_cli import main as profile_main
 from tp_search.profiler.grid import MeasureSettings
 from tp_search.profiler.table import LatencyTable, default_grid, parse_grid
@@ -230,7 +231,7 @@ def test_force_remeasures_only_the_requested_combos(tmp_path):
 
 
 def test_calibration_lengths_stay_within_budget():
-    from tp_search.profiler.build import calibration_lengths
+    from tp_search.profiler.calibration import calibration_lengths
     pred = Predictor(synthetic_table(SHAPE, max_len=512))
     assert calibration_lengths(pred, 512, 1e9) == [32, 64, 128, 256, 512]  # octaves to the top
     low = calibration_lengths(pred, 512, 0.0)  # nothing affordable: the floor
