@@ -37,7 +37,7 @@ from tp_search.pruning.measure.timing import Timing, time_interleaved
 from tp_search.pruning.data import load_task
 from tp_search.pruning.core.atomic import atomic_save_figure, atomic_write_text
 from tp_search.pruning.model.checkpoint import from_pretrained
-from tp_search.pruning.measure.calibration import calibration_batches
+from tp_search.pruning.measure.calibration_data import calibration_batches
 from tp_search.pruning.runtime import REFERENCE, get_backend, names, why_unavailable
 from tp_search.pruning.runtime.deploy import manifest
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from tp_search.profiler import fingerprint, load_predictor
-from tp_search.pruning.measure.calibration import calibration_batches
+from tp_search.pruning.measure.calibration_data import calibration_batches
 from tp_search.pruning.measure.memory import check_fits
 from tp_search.pruning.config import ModelShape
 from tp_search.pruning.data import load_task, real_lengths, task_spec

@@ -23,7 +23,7 @@ from tp_search.pruning.model.families import FAMILIES
 from tp_search.pruning.core.versions import library_versions
 from tp_search.pruning.runtime import REFERENCE, get_backend
 from tp_search.pruning.measure.accuracy import evaluate, evaluate_runner
-from tp_search.pruning.measure.calibration import calibration_batches
+from tp_search.pruning.measure.calibration_data import calibration_batches
 from tp_search.pruning.measure.timed_inputs import fixed_inputs
 from tp_search.pruning.measure.timing import Timing, time_interleaved
 

@@ -21,7 +21,7 @@ from tp_search.pruning.measure.accuracy import evaluate
 from tp_search.pruning.measure.timed_inputs import fixed_inputs
 from tp_search.pruning.config import PruningConfig
 from tp_search.pruning.data import load_task, metrics, real_lengths
-from tp_search.pruning.measure.calibration import calibration_batches
+from tp_search.pruning.measure.calibration_data import calibration_batches
 from tp_search.pruning.model.checkpoint import from_pretrained
 from tp_search.pruning.model.encoder import ForwardInfo
 
