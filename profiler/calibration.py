@@ -31,7 +31,7 @@ from tp_search.profiler.calibration_fit import fit, tail
 from tp_search.profiler.grid import reference_length, time_reference
 from tp_search.profiler.predictor import Predictor
 from tp_search.pruning.config import PruningConfig
-from tp_search.pruning.macs import dense_macs, schedule_macs
+from tp_search.pruning.macs import reduction
 from tp_search.pruning.measure import fixed_inputs
 from tp_search.pruning.measure.timing import time_interleaved
 from tp_search.pruning.model.encoder import PrunedBert
@@ -52,7 +52,7 @@ def random_schedule(shape, n: int, rng: random.Random, lo: float = 1.2, hi: floa
                 k *= rng.uniform(0.25, 0.95)
             keep.append(max(k, 1.0 / n))
         cfg = PruningConfig.topk(shape, keep, method="random")
-        r = dense_macs(n, shape) / schedule_macs(n, cfg.kept_counts(n), shape)
+        r = reduction(cfg, n)
         if lo <= r <= hi:
             return cfg
     raise RuntimeError(f"no random schedule with MACs reduction in [{lo}, {hi}] at n={n}")

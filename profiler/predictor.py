@@ -14,7 +14,6 @@ import torch
 
 from tp_search.pruning.config import ModelShape, PruningConfig
 from tp_search.pruning.core.errors import TpError
-from tp_search.pruning.macs import schedule_macs
 
 from tp_search.profiler.calibration_fit import per_length_scale
 from tp_search.profiler.table import LatencyTable
@@ -98,9 +97,6 @@ class Predictor:
 
     def dense(self, seq_len: int) -> float:
         return self.predict(PruningConfig.dense(self.shape), seq_len)
-
-    def macs(self, cfg: PruningConfig, seq_len: int) -> int:
-        return schedule_macs(seq_len, cfg.kept_counts(seq_len), self.shape)
 
     # ---- differentiable form -----------------------------------------------------------
     def torch_cost(self, component: str, n: torch.Tensor) -> torch.Tensor:

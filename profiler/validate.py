@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from tp_search.pruning.measure import fixed_inputs
 from tp_search.pruning.measure.timing import time_interleaved
 from tp_search.pruning.config import PruningConfig
-from tp_search.pruning.macs import dense_macs, schedule_macs
+from tp_search.pruning.macs import reduction
 from tp_search.pruning.model.encoder import PrunedBert
 from tp_search.pruning.runtime import get_backend
 
@@ -91,7 +91,7 @@ def validate(model: PrunedBert, pred: Predictor, seq_len: int, samples: int, dev
                          first_pruning_layer=next(l for l in range(shape.num_layers)
                                                   if cfg.prunes_at(l)),
                          kept=",".join(map(str, kept)),
-                         macs_reduction=dense_macs(seq_len, shape) / schedule_macs(seq_len, kept, shape),
+                         macs_reduction=reduction(cfg, seq_len),
                          measured_ms=measured, measured_p10_ms=float(np.percentile(m, 10)),
                          measured_p90_ms=float(np.percentile(m, 90)), predicted_ms=p,
                          error=(p - measured) / measured,

@@ -12,8 +12,9 @@ headline), *real* with the dense model on each example's own length (LTP's).
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from tp_search.pruning.config import ModelShape, PruningConfig
 
@@ -35,6 +36,30 @@ def schedule_macs(n: int, kept: Sequence[int], s: ModelShape) -> int:
 
 def dense_macs(n: int, s: ModelShape) -> int:
     return s.num_layers * layer_macs(n, n, s)
+
+
+def reduction(cfg: PruningConfig, n: int, max_len: int = 0) -> float:
+    """Dense MACs of one input of ``n`` real tokens over ``cfg``'s on the same input
+    truncated to ``max_len`` (0: not): every lever's share of the work, one number."""
+    m = min(n, max_len) if max_len else n
+    return dense_macs(n, cfg.shape) / schedule_macs(m, cfg.kept_counts(m), cfg.shape)
+
+
+def reductions(cfg: PruningConfig, lengths: Mapping[int, int] | Iterable[int], seq_len: int,
+               max_len: int = 0) -> tuple[float, float]:
+    """(padded, real) reductions over examples of the given real lengths (a length ->
+    count mapping, or the lengths; each distinct length computed once): against the dense
+    model padded to ``seq_len`` and against it on each example's real length. The pruned
+    model sees each input truncated to ``max_len`` (0: not), the baselines do not."""
+    counts = lengths if isinstance(lengths, Mapping) else Counter(int(n) for n in lengths)
+    s, total = cfg.shape, sum(counts.values())
+
+    def cut(n: int) -> int:
+        return min(n, max_len) if max_len else n
+    pruned = sum(c * schedule_macs(cut(n), cfg.kept_counts(cut(n)), s)
+                 for n, c in counts.items())
+    real = sum(c * dense_macs(n, s) for n, c in counts.items())
+    return dense_macs(seq_len, s) * total / pruned, real / pruned
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,13 @@ def _training_flags(p: argparse.ArgumentParser, d: dict[str, Any]) -> None:
                                       "faster on CPU)")
     g.add_argument("--seed", type=int, help=f"default: {d['seed']}")
     g.add_argument("--device", type=device, help="cpu, cuda or cuda:N (default: cpu)")
+    g.add_argument("--holdout", type=int,
+                   help="train examples no step trains on (the search scores candidates on "
+                        "them; tp-search's main job holds out the task's budget) (default 0)")
+    g.add_argument("--train-precision", dest="precision", choices=("auto", "fp32", "bf16"),
+                   help="matmul precision of the training steps: bf16 autocast with fp32 "
+                        "master weights; auto = bf16 where the CPU has native bf16 (AMX or "
+                        "AVX512-BF16), else fp32 (default: auto)")
     g.add_argument("--train-threads", type=positive_int,
                    help="torch threads for training (default: torch's choice; use fewer when "
                         "the cores are shared, oversubscription is much slower)")

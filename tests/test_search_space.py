@@ -172,7 +172,7 @@ def test_dev_reductions_match_macs_report():
     from collections import Counter
 
     from tp_search.pruning import macs_report
-    from tp_search.search.reports.tables import dev_reductions
+    from tp_search.pruning.macs import reductions as dev_reductions
     lengths = [5, 9, 9, 30, 64, 64, 64, 17]
     for cfg in (SearchSpace(SHAPE).chain(), SearchSpace(SHAPE).chain((3,)),
                 PruningConfig.topk(SHAPE, [1, 0.9, 0.5, 0.5, 0.3, 0.3])):

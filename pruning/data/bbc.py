@@ -30,7 +30,8 @@ BBC_NAME = "bbc_news"
 BBC_ENV = "TP_BBC_NEWS_DIR"
 BBC_TOPICS = ("business", "entertainment", "politics", "sports", "tech")  # label ids 0..4
 BBC_SPEC = TaskSpec(BBC_NAME, ("text",), "label", len(BBC_TOPICS), "accuracy", 512, BBC_TOPICS,
-                    budget=Budget(epochs=0.5, train_max_len=256))
+                    budget=Budget(epochs=0.5, train_max_len=256, eval_samples=200,
+                                  holdout=400))
 BbcParts = dict[str, tuple[tuple[str, ...], tuple[int, ...]]]  # split -> (texts, labels)
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 

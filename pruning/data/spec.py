@@ -21,7 +21,12 @@ class Budget:
     finetune_epochs: float = 1.0
     epochs: float = 1.0  # distillation and pruning stages
     train_max_len: int | None = None  # None: the task's max length
-    eval_samples: int = 300  # dev examples the search's proxy metric uses
+    # The search's proxy scores candidates on train examples no stage trains on, never on
+    # the dev examples that report accuracy: ``holdout`` of them are kept out of training,
+    # every trial is scored on the first ``eval_samples`` (a nested prefix), and candidates
+    # within the proxy's noise of the best are re-scored on all ``holdout``.
+    eval_samples: int = 300
+    holdout: int = 600
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,20 @@ class Split:
     def __len__(self) -> int:
         return len(self.texts)
 
+    def holdout(self, n: int, seed: int = 0) -> tuple[Split, Split]:
+        """(the rest, ``n`` held-out examples): the held-out part is ``subset(n, seed)``,
+        the rest keeps every other example in original order."""
+        if n < 1 or n >= len(self):
+            raise TpError(f"cannot hold out {n} of {len(self)} examples: hold out between 1 "
+                          f"and {len(self) - 1}")
+        held = set(np.random.default_rng(seed).permutation(len(self))[:n].tolist())
+        return self.take([i for i in range(len(self)) if i not in held]), self.subset(n, seed)
+
+    def take(self, idx: list[int]) -> Split:
+        return Split(texts=[self.texts[i] for i in idx],
+                     pairs=None if self.pairs is None else [self.pairs[i] for i in idx],
+                     labels=[self.labels[i] for i in idx], task=self.task)
+
     def subset(self, n: int, seed: int = 0) -> Split:
         """A deterministic sample of ``n`` examples in original order (all if n >= len).
 
@@ -60,6 +79,4 @@ class Split:
         if n >= len(self):
             return self
         idx = np.sort(np.random.default_rng(seed).permutation(len(self))[:n])
-        return Split(texts=[self.texts[i] for i in idx],
-                     pairs=None if self.pairs is None else [self.pairs[i] for i in idx],
-                     labels=[self.labels[i] for i in idx], task=self.task)
+        return self.take(idx.tolist())

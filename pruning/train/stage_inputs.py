@@ -24,6 +24,8 @@ class Data:
 def load_data(settings: TrainSettings) -> Data:
     spec = task_spec(settings.task)
     train, dev = load_task(settings.task, "train"), load_task(settings.task, "dev")
+    if settings.holdout:  # the search's proxy slice: never trained on
+        train, _ = train.holdout(settings.holdout, settings.seed)
     if settings.eval_samples:
         dev = dev.subset(settings.eval_samples, seed=0)
     return Data(spec, train, dev, settings.max_len or spec.max_len)

@@ -40,6 +40,12 @@ class TrainSettings:
     freeze_word_embeddings: bool = True  # ~20% faster CPU steps, no measurable accuracy cost
     checkpoint_every: int = 200
     eval_samples: int = 0  # dev examples for epoch-end and final evaluation (0 = all)
+    # train examples no stage trains on (Split.holdout with ``seed``): the search's proxy
+    # scores candidates on them (0: train on every example)
+    holdout: int = 0
+    # matmul precision of the training steps: bf16 autocast (fp32 master weights) where the
+    # CPU has native bf16 (auto), or as asked; evaluation always runs fp32
+    precision: str = "auto"
     force: bool = False
     progress: bool = True
     # latency table used for the constraint (prune stages) and the predicted-latency metric

@@ -35,6 +35,7 @@ from tp_search.pruning.config import PruningConfig
 from tp_search.pruning.data import batches
 from tp_search.pruning.core.errors import TpError
 from tp_search.pruning.core.atomic import atomic_write_text
+from tp_search.pruning.core.cpu import resolve_precision
 from tp_search.pruning.core.versions import library_versions
 from tp_search.pruning.model.checkpoint import save
 from tp_search.pruning.train.stage_inputs import Data, check_settings, load_data, stage_out
@@ -96,6 +97,7 @@ class Trainer:
             raise TpError(f"max_len {data.max_len} exceeds the model's {limit} position "
                           f"embeddings: pass --max-len {limit} or less")
         n = len(data.train)
+        self.precision = resolve_precision(settings.precision)
         self.steps_per_epoch = math.ceil(n / settings.batch_size)
         self.total = settings.max_steps or max(1, math.ceil(settings.epochs * self.steps_per_epoch))
 
@@ -208,7 +210,10 @@ class Trainer:
 
     def _step(self, batch: dict[str, Tensor], step: int) -> StepResult:
         t0 = time.perf_counter()
-        res = self.stage.step(batch, step, self.total)
+        with torch.autocast(self.s.device.split(":")[0], dtype=torch.bfloat16,
+                            enabled=self.precision == "bf16"):
+            res = self.stage.step(batch, step, self.total)
+        res.loss = res.loss.float()
         if not torch.isfinite(res.loss):
             raise TpError(f"{self.stage.name}: loss became {res.loss.item()} at step {step}; "
                           "lower --lr")
@@ -241,6 +246,7 @@ class Trainer:
                      pruning=cfg, device=self.s.device, progress=self.s.progress)
         metrics = build_metrics(self.stage, self.s, self.data, r, cfg, self.total,
                                 self.steps_per_epoch, self.train_time, latency)
+        metrics["train_precision"] = self.precision
         metrics.update(self.stage.extra_metrics())
         metrics["settings"].update(extra_settings)
         self.model.to("cpu")

@@ -31,7 +31,7 @@ from tp_search.pruning.runtime import REFERENCE, get_backend
 from tp_search.pruning.runtime.deploy import deploy, load_runner
 from tp_search.search.search_settings import SearchSettings
 from tp_search.search.space.candidates import Candidate
-from tp_search.search.reports.tables import dev_reductions
+from tp_search.pruning.macs import reductions
 from tp_search.search.space.workload import Workload
 
 log = logging.getLogger("tp.pipeline")
@@ -109,7 +109,7 @@ def final_report(s: SearchSettings, choice: Candidate, model_dir: str, teacher_d
         mr = reference.macs(cfg, workload.seq_len)
         padded, real_red = mr.reduction_padded, mr.reduction_real
     else:
-        padded, real_red = dev_reductions(cfg, Counter(real), workload.seq_len, c.max_len)
+        padded, real_red = reductions(cfg, Counter(real), workload.seq_len, c.max_len)
     m = measured.get(workload.kind)
     summary = {
         "target_ms": s.latency_ms, "task": s.task, "machine": pred.machine_id,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import pandas as pd
 
 from tp_search.pruning.config import PruningConfig
-from tp_search.pruning.macs import dense_macs, schedule_macs
+from tp_search.pruning.macs import reductions
 
 from tp_search.search.space.candidates import SearchSpace, keep_key, prune_param, ratio_param
 
@@ -61,7 +61,7 @@ def trials_table(entries: Sequence[Any], space: SearchSpace, machines: Sequence[
         row["macs_reduction_workload"] = a["macs_reduction"]
         mk = (key, row["max_len"])
         if mk not in dev_macs:  # both dev baselines, padded to seq_len and real lengths
-            dev_macs[mk] = dev_reductions(PruningConfig.topk(space.shape, keep), counts,
+            dev_macs[mk] = reductions(PruningConfig.topk(space.shape, keep), counts,
                                           seq_len, row["max_len"])
         row["macs_reduction_padded"], row["macs_reduction_real"] = dev_macs[mk]
         row["metric"] = a.get("metric")
@@ -75,21 +75,6 @@ def trials_table(entries: Sequence[Any], space: SearchSpace, machines: Sequence[
                "metric"])
     df = pd.DataFrame(rows, columns=cols)
     return df.astype({"record": "Int64"})
-
-
-def dev_reductions(cfg: PruningConfig, counts: Counter, seq_len: int, max_len: int = 0
-                   ) -> tuple[float, float]:
-    """(padded, real) MACs reductions of ``pruning.macs.macs_report`` over examples whose
-    lengths are counted in ``counts`` (each distinct length computed once); the pruned
-    model sees each input truncated to ``max_len`` (0: not), the baselines do not."""
-    s, total = cfg.shape, sum(counts.values())
-
-    def cut(n: int) -> int:
-        return min(n, max_len) if max_len else n
-    pruned = sum(c * schedule_macs(cut(n), cfg.kept_counts(cut(n)), s)
-                 for n, c in counts.items())
-    real = sum(c * dense_macs(n, s) for n, c in counts.items())
-    return dense_macs(seq_len, s) * total / pruned, real / pruned
 
 
 def feasible_rows(df: pd.DataFrame, machine: str, machines: Sequence[str]) -> pd.DataFrame:

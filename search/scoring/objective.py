@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from tp_search.pruning.config import PruningConfig, kept_counts
-from tp_search.pruning.macs import dense_macs, schedule_macs
+from tp_search.pruning.macs import reduction
 from tp_search.pruning.runtime.registry import numerics
 
 from tp_search.search.space.candidates import Candidate, SearchSpace, keep_key
@@ -62,15 +62,13 @@ class Checker:
         self.min_macs_reduction = min_macs_reduction
         any_predictor = next(iter(next(iter(self.predictors.values())).values()))
         self.shape = any_predictor.shape
-        self.dense_macs = dense_macs(workload.length(), self.shape)
 
     def latency(self, machine: str, c: Candidate) -> float:
         p = self.predictors[machine].get(c.backend)
         return float("inf") if p is None else self.workload.predict(p, c.config, c.max_len)
 
     def macs_reduction(self, c: Candidate) -> float:
-        n = self.workload.length(c.max_len)
-        return self.dense_macs / schedule_macs(n, c.config.kept_counts(n), self.shape)
+        return reduction(c.config, self.workload.length(), c.max_len)
 
     def __call__(self, c: Candidate) -> Check:
         lat = {m: self.latency(m, c) for m in self.predictors}

@@ -19,13 +19,14 @@ from tp_search.pruning.runtime import REFERENCE, get_backend, spec
 from tp_search.search.scoring.objective import Checker, expected_latency
 from tp_search.search.search_settings import MachineChoice, SearchSettings
 from tp_search.search.space.candidates import Candidate
-from tp_search.search.reports.tables import choose, dev_reductions, lat_col
+from tp_search.pruning.macs import reductions
+from tp_search.search.reports.tables import choose, lat_col
 
 log = logging.getLogger("tp.search")
 
 
 def _macs(c: Candidate, ctx: Context, checker: Checker) -> dict[str, float]:
-    padded, real = dev_reductions(c.config, Counter(ctx.lengths), ctx.seq_len, c.max_len)
+    padded, real = reductions(c.config, Counter(ctx.lengths), ctx.seq_len, c.max_len)
     return {"workload": checker.macs_reduction(c), "padded": padded, "real": real}
 
 
