@@ -24,6 +24,7 @@ class Predictor:
 
     def __init__(self, table: LatencyTable, batch: int = 1, threads: int = 1) -> None:
         self.table, self.batch, self.threads = table, batch, threads
+        self.results: str | None = None  # the results root it was loaded from (store.py)
         self.shape: ModelShape = table.shape
         self._grid: dict[str, tuple[list[int], list[float]]] = {
             c: table.component(c, batch, threads)
@@ -39,7 +40,8 @@ class Predictor:
         self.scale = float(cal.get("scale", 1.0))
         self.offset_ms = float(cal.get("offset_ms", 0.0))
         self.ratios = cal.get("ratios") if cal.get("model") == "per-length" else None
-        self.correction = 1.0  # measured / predicted, refitted from real passes (the loop)
+        # measured / predicted, refitted from real passes by the search's closed loop
+        self.correction = float(cal.get("refit", {}).get("correction", 1.0))
 
     def calibrated(self, raw_ms: float, n: int) -> float:
         """The sum of parts at input length ``n``, calibrated against full passes."""

@@ -76,6 +76,20 @@ def installed_version(package: str) -> str | None:
         return None
 
 
+def save_refit(pred: Predictor, refit: dict) -> None:
+    """Store a correction measured from real full passes (the search's closed loop) with
+    the table the predictor reads, atomically; a rebuilt or recalibrated table drops it."""
+    table = pred.table
+    path = table_path(results_dir(pred.results), table.machine_id, table.shape, table.backend)
+    if not path.is_file():  # a table that was never saved (tests build them in memory)
+        return
+    fresh = LatencyTable.load(path)
+    combo = f"b{pred.batch}-t{pred.threads}"
+    fresh.calibration.setdefault(combo, {})["refit"] = refit
+    table.calibration.setdefault(combo, {})["refit"] = refit
+    fresh.save(results_dir(pred.results))
+
+
 def load_predictor(shape: ModelShape, device: str = "cpu", machine: str | None = None,
                    threads: int = 1, batch: int = 1, results: str | Path | None = None,
                    backend: str = REFERENCE) -> Predictor:
@@ -86,4 +100,6 @@ def load_predictor(shape: ModelShape, device: str = "cpu", machine: str | None =
                       f"{batch} with {threads} thread(s) (it has {have}); run tp-profile "
                       f"--batch {batch} --threads {threads}"
                       + ("" if backend == REFERENCE else f" --backend {backend}"))
-    return Predictor(table, batch=batch, threads=threads)
+    pred = Predictor(table, batch=batch, threads=threads)
+    pred.results = results  # where save_refit writes back
+    return pred

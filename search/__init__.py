@@ -21,8 +21,8 @@ _EXPORTS = {
     "ProxyEvaluator": "scoring.proxy",
     "Entry": "study.record", "Record": "study.record",
     "SearchSpace": "space.candidates", "keep_key": "space.candidates",
-    "MachineChoice": "search_settings", "SearchResult": "search_settings",
-    "SearchSettings": "search_settings",
+    "MachineChoice": "result", "SearchResult": "result", "SearchSettings": "search_settings",
+    "Scored": "selection.entries",
     "run_search": "run",
 }
 __getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

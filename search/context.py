@@ -19,8 +19,10 @@ from tp_search.pruning.measure.calibration_data import calibration_batches
 from tp_search.pruning.measure.memory import check_fits
 from tp_search.pruning.config import ModelShape
 from tp_search.pruning.data import load_task, real_lengths, task_spec
-from tp_search.pruning.runtime import REFERENCE, get_backend, names, spec
+from tp_search.pruning.data.spec import holdout_size
+from tp_search.pruning.runtime import REFERENCE, get_backend, names, spec, why_unavailable
 from tp_search.pruning.core.errors import TpError
+from tp_search.pruning.model.digest import checkpoint_digest
 from tp_search.pruning.model.checkpoint import (
     DEFAULT_MODEL,
     default_model_dir,
@@ -44,8 +46,10 @@ class Context:
     """Everything a search needs, loaded once."""
 
     task_name: str
-    split: Any  # the fixed dev subset
-    lengths: list[int]  # its real lengths, truncated to seq_len
+    split: Any  # the search's proxy slice: held-out train examples every trial is scored on
+    pool: Any  # all held-out train examples (the slice is a subset): contenders re-scored
+    dev: Any  # the fixed dev subset whose inputs make the dev workload's requests
+    lengths: list[int]  # the dev subset's real lengths, truncated to seq_len
     model: Any  # the proxy model
     model_dir: Path
     proxy_dir: Path
@@ -95,12 +99,14 @@ def prepare(s: SearchSettings, runner_for: RunnerFor | None = None) -> Context:
     if seq_len > positions:
         raise TpError(f"--seq-len {seq_len} exceeds the model's {positions} positions")
     check_fits(shape, s.batch, seq_len)
-    split = load_task(s.task, "dev").subset(s.eval_samples or spec.budget.eval_samples, s.seed)
-    lengths = real_lengths(model.tokenizer, split, seq_len)
+    split, pool = proxy_slices(s.task, s.holdout, s.eval_samples, s.seed)
+    dev = load_task(s.task, "dev").subset(spec.budget.eval_samples, s.seed)
+    lengths = real_lengths(model.tokenizer, dev, seq_len)
     workload = Workload(s.workload, seq_len, s.batch, s.percentile,
                         dev_requests(lengths, seq_len))
     predictors = load_predictors(s, shape, workload.length())
-    backends = tuple(b for b in names() if any(b in p for p in predictors.values()))
+    backends = tuple(b for b in names() if any(b in p for p in predictors.values())
+                     and runs_here(b, s.backends))
     space = SearchSpace(shape, tuple(s.layers), s.min_ratio, s.max_ratio, s.floor,
                         backends=backends, lengths=truncation_lengths(s.truncation, seq_len))
     try:
@@ -117,8 +123,32 @@ def prepare(s: SearchSettings, runner_for: RunnerFor | None = None) -> Context:
                           f"has {shape.describe()}: both must have the model's shape")
         evaluator.dense = ProxyEvaluator(dense, split, seq_len, s.eval_batch, s.device,
                                          runner_for or onnx_runners(dense, s, seq_len))
-    return Context(spec.name, split, lengths, model, model_dir, proxy_dir, dense_dir, shape,
-                   seq_len, workload, predictors, space, evaluator, here)
+    return Context(spec.name, split, pool, dev, lengths, model, model_dir, proxy_dir, dense_dir,
+                   shape, seq_len, workload, predictors, space, evaluator, here)
+
+
+def proxy_slices(task: str, holdout: int | None = None, eval_samples: int | None = None,
+                 seed: int = 0) -> tuple[Any, Any]:
+    """(the search's slice, the whole held-out pool) of ``task``'s train split: the
+    examples the main job's training never saw (``TrainSettings.holdout``, same seed)."""
+    spec = task_spec(task)
+    train = load_task(task, "train")
+    held = holdout_size(spec, len(train), holdout)
+    _, pool = train.holdout(held, seed)
+    return pool.subset(min(eval_samples or spec.budget.eval_samples, held), seed), pool
+
+
+def runs_here(backend: str, asked: tuple[str, ...]) -> bool:
+    """Candidates are scored with their own numerics, so their backend must run here; one
+    asked for by name that cannot is an error, one that merely has a table is skipped."""
+    why = why_unavailable(backend)
+    if why is None:
+        return True
+    if backend in asked:
+        raise TpError(f"--backend {backend} cannot run on this machine, so its candidates "
+                      f"cannot be scored: {why}")
+    log.info("%s has a latency table but cannot run here (%s): not searched", backend, why)
+    return False
 
 
 def onnx_runners(model: Any, s: SearchSettings, seq_len: int) -> RunnerFor:
@@ -180,14 +210,9 @@ def model_label(path: Path) -> str:
 
 
 def dir_digest(path: Path) -> str:
-    """A cheap identity of a checkpoint: its config.json and its weight files' sizes."""
-    h = hashlib.sha1()
-    cfg = path / "config.json"
-    h.update(cfg.read_bytes() if cfg.is_file() else b"")
-    for f in sorted(path.iterdir()):
-        if f.suffix in (".safetensors", ".bin"):
-            h.update(f"{f.name}:{f.stat().st_size}".encode())
-    return h.hexdigest()[:12]
+    """A checkpoint's identity: the sha256 of its config and weight files' bytes (two
+    students of one shape differ here, not in their sizes)."""
+    return checkpoint_digest(path)
 
 
 def split_digest(split: Any) -> str:
@@ -206,4 +231,5 @@ def identity(s: SearchSettings, ctx: Context) -> dict[str, Any]:
             "threads": s.threads,
             "device": s.device, "machines": list(ctx.predictors), "latency_ms": s.latency_ms,
             "min_macs_reduction": s.min_macs_reduction, "eval_samples": len(ctx.split),
+            "holdout": len(ctx.pool), "percentile": s.percentile, "margin": s.margin,
             "seed": s.seed, "population": s.population, "space": ctx.space.to_dict()}

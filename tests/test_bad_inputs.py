@@ -168,6 +168,8 @@ TINY = ["--model", "{ckpt}", "--task", "{task}"]
 SEARCH = ["--latency-ms", "{target}", "--search-only", "--truncation", "none", *TINY,
           "--machine", "{machine}",
           "--results", "{results}", "--out", "{out}", "--eval-samples", "8"]
+PIPELINE = ["--latency-ms", "{target}", *TINY, "--machine", "{machine}", "--results",
+            "{results}", "--out", "{out}", "--max-steps", "1"]  # the main job: checked first
 BENCH = [*TINY, "--seq-len", "16", "--repeats", "1", "--warmup", "0", "--eval-samples", "4",
          "--out", "{out}/report.json"]
 PROFILE = ["--model", "{ckpt}", "--max-len", "8", "--grid", "1,8", "--out", "{out}"]
@@ -238,6 +240,29 @@ CASES = [
          r"no latency table .* no-such-machine"),
     Case("tp-train", [*TRAIN, "--lr", "-1"], r"--lr must be positive"),
     Case("tp-train", [*TRAIN, "--max-len", "100000"], r"exceeds"),
+    # the main job refuses bad flags before any stage runs
+    Case("tp-search", [*PIPELINE, "--seq-len", "100000"], r"--seq-len 100000 exceeds the "
+         r"model's 64 positions", id="pipeline-seq-len"),
+    Case("tp-search", [*PIPELINE, "--out", "{bad}"], r"--out .* is a file", a_file,
+         id="pipeline-out-file"),
+    Case("tp-search", [*PIPELINE, "--train-max-len", "100000"], r"--train-max-len 100000 "
+         r"exceeds", id="pipeline-train-max-len"),
+    Case("tp-search", [*PIPELINE, "--percentile", "150"], r"--percentile 150 must be in",
+         id="pipeline-percentile"),
+    Case("tp-search", [*PIPELINE, "--truncation", "100"], r"--truncation 100: a max length",
+         id="pipeline-truncation"),
+    Case("tp-search", [*PIPELINE, "--rank-weight", "-1"], r"--rank-weight -1",
+         id="pipeline-rank-weight"),
+    Case("tp-search", [*PIPELINE, "--backend", "tpu"], r"unknown backend 'tpu'",
+         id="pipeline-backend"),
+    Case("tp-search", [*PIPELINE, "--holdout", "100000"], r"cannot hold out 100000",
+         id="pipeline-holdout"),
+    Case("tp-search", [*PIPELINE, "--holdout", "5", "--eval-samples", "9"],
+         r"--eval-samples 9 is more than the 5 held-out", id="pipeline-eval-samples"),
+    Case("tp-search", [*PIPELINE, "--layers", "9"], r"candidate layer 9 is out of range",
+         id="pipeline-layers"),
+    Case("tp-search", [*PIPELINE, "--machine", "no-such-machine"], r"--machine no-such-machine",
+         id="pipeline-machine"),
     # unreachable storage
     Case("tp-search", [*SEARCH, "--storage", "postgresql://u:pw@127.0.0.1:9/db"],
          r"cannot (open|connect|reach)", id="search-unreachable-storage"),

@@ -179,12 +179,12 @@ def test_candidates_that_prune_nothing_are_scored_with_the_dense_model(env, tmp_
     ``dense_model``, pruning candidates with the proxy model."""
     from tp_search.pruning import from_pretrained
     from tp_search.pruning.measure.accuracy import evaluate
-    from tp_search.pruning.data import load_task
+    from tp_search.search.context import proxy_slices
     other = make_tiny_checkpoint(tmp_path / "teacher", layers=4, seed=7)
     common = dict(backends=("torch",), truncation=(0, 32))
     r = run_search(settings(env, tmp_path / "run", dense_model=str(other), **common))
     levers = pd.read_csv(tmp_path / "run" / "levers.csv")
-    split = load_task(str(env["task"]), "dev").subset(40, 0)
+    split, _ = proxy_slices(str(env["task"]), eval_samples=40)  # the held-out slice
     teacher, proxy = from_pretrained(other), from_pretrained(env["model"])
     for row in levers.itertuples():
         n = row.max_len or 64

@@ -24,7 +24,7 @@ _EXPORTS = {
     "get_backend": "pruning.runtime",
     "fingerprint": "profiler.fingerprint", "load_predictor": "profiler.store",
     "Predictor": "profiler.predictor",
-    "SearchSettings": "search.search_settings", "SearchResult": "search.search_settings",
+    "SearchSettings": "search.search_settings", "SearchResult": "search.result",
     "run_search": "search.run", "PipelineSettings": "search.pipeline.main_job",
     "run_pipeline": "search.pipeline.main_job",
     "pruning": None, "profiler": None, "search": None,

@@ -29,6 +29,16 @@ class Budget:
     holdout: int = 600
 
 
+def holdout_size(spec: "TaskSpec", train_examples: int, asked: int | None = None) -> int:
+    """How many train examples the search's proxy holds out: as asked, else the task's
+    budget capped at a third of a small train split."""
+    n = asked or min(spec.budget.holdout, train_examples // 3)
+    if not 1 <= n < train_examples:
+        raise TpError(f"cannot hold out {n} of the task's {train_examples} train examples for "
+                      f"the search's proxy: pass --holdout between 1 and {train_examples - 1}")
+    return n
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     name: str

@@ -1,15 +1,16 @@
 """The main job's last stage: deploy the trained model on its chosen backend, then report
 its dev metric (with the backend's numerics and truncation) against the fp32 teacher at
-full length, and its latency measured on both workloads against the target.
+full length, with the paired bootstrap interval of the difference, and its latency
+measured on both workloads against the target.
 
-The deployed directory is what gets timed: ``pruning.load(RUN/model)`` runs it exactly as a
-user would.
+The deployed directory is what gets timed: ``tp_search.load(RUN/model)`` runs it exactly as
+a user would. A trained schedule that measures over the target is not deployed: the
+schedule the closed loop measured within it is, on the trained weights, and measured again.
 """
 from __future__ import annotations
 
 import logging
 import os
-from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,21 +18,22 @@ from typing import Any
 import torch
 
 from tp_search.profiler.store import load_predictor
-from tp_search.pruning.measure.accuracy import evaluate
-from tp_search.pruning.measure.timed_inputs import fixed_inputs
 from tp_search.pruning.config import PruningConfig
 from tp_search.pruning.data import load_task, metrics, real_lengths
+from tp_search.pruning.macs import reductions
+from tp_search.pruning.measure.accuracy import EvalResult, evaluate
+from tp_search.pruning.measure.bootstrap import paired_difference
 from tp_search.pruning.measure.calibration_data import calibration_batches
+from tp_search.pruning.measure.timed_inputs import fixed_inputs
 from tp_search.pruning.model.checkpoint import from_pretrained
 from tp_search.pruning.model.encoder import ForwardInfo
-
-from tp_search.search.selection.verify import measure
-from tp_search.search.scoring.proxy import ProxyEvaluator
 from tp_search.pruning.runtime import REFERENCE, get_backend
 from tp_search.pruning.runtime.deploy import deploy, load_runner
+from tp_search.search.pipeline.summary import Accuracy, FinalSummary
+from tp_search.search.scoring.proxy import ProxyEvaluator
 from tp_search.search.search_settings import SearchSettings
+from tp_search.search.selection.verify import Measurement, measure
 from tp_search.search.space.candidates import Candidate
-from tp_search.pruning.macs import reductions
 from tp_search.search.space.workload import Workload
 
 log = logging.getLogger("tp.pipeline")
@@ -52,129 +54,108 @@ def predicted_latency(pred: Any, model: Any, cfg: PruningConfig, workload: Workl
     return pred.predict_counts(n, kept, [cfg.prunes_at(l) for l in range(len(kept))])
 
 
+def _deploy(s: SearchSettings, model: Any, c: Candidate, path: Path, workload: Workload,
+            metric: str) -> Any:
+    calib = (calibration_batches(model.tokenizer, load_task(s.task, "train"), workload.seq_len)
+             if get_backend(c.backend).calibrated else None)
+    deploy(model, c.config, c.backend, path, c.max_len, s.threads, task=s.task, metric=metric,
+           seq_len=workload.seq_len, calibration=calib)
+    return load_runner(path)
+
+
+def _measure(s: SearchSettings, model: Any, runner: Any, c: Candidate, pred: Any, dev: Any,
+             w: Workload) -> Measurement:
+    dense = PruningConfig.dense(model.shape)
+    runners = {"chosen": (runner, c.max_len),
+               "dense": (get_backend(c.backend).build(model, dense, threads=s.threads), 0)}
+    if c.backend != REFERENCE:
+        runners["reference"] = (get_backend(REFERENCE).build(model, dense, threads=s.threads), 0)
+    return measure(runners, model, dev, w, predicted_latency(pred, model, c.config, w,
+                                                             c.max_len, dev, s.seed),
+                   w.predict(pred, dense), s.latency_ms, s.threads, repeats=max(s.repeats, 30),
+                   device=s.device, seed=s.seed)
+
+
 def final_report(s: SearchSettings, choice: Candidate, model_dir: str, teacher_dir: str,
                  run_dir: Path, workload: Workload, here: bool, eval_samples: int = 0,
-                 config: PruningConfig | None = None) -> dict[str, Any]:
-    """Deploy ``model_dir`` (with ``config`` if given) as ``choice`` says; measure it."""
+                 config: PruningConfig | None = None, verified: PruningConfig | None = None,
+                 max_loss: float = 1.0) -> FinalSummary:
+    """Deploy ``model_dir`` (with ``config`` if given) as ``choice`` says; measure it.
+    ``verified``: the schedule the closed loop measured within the target, deployed on
+    the same weights instead when the trained one measures over it."""
     torch.set_num_threads(os.cpu_count() or 1)  # evaluation: throughput; measure() sets its own
     model = from_pretrained(model_dir)
     if config is not None:
         model.set_pruning(config)
-    cfg = model.pruning
-    c = Candidate(choice.backend, choice.max_len, cfg)
-    teacher = from_pretrained(teacher_dir)
+    c = Candidate(choice.backend, choice.max_len, model.pruning)
     dev = load_task(s.task, "dev")
     ev_split = dev.subset(eval_samples, s.seed) if eval_samples else dev
+    metric_name = metrics.primary(dev.task.metric)
     deployed = run_dir / "model"
-    deploy(model, cfg, c.backend, deployed, c.max_len, s.threads, task=s.task,
-           metric=metrics.primary(dev.task.metric), seq_len=workload.seq_len,
-           calibration=calibration_batches(model.tokenizer, load_task(s.task, "train"),
-                                           workload.seq_len)
-           if get_backend(c.backend).calibrated else None)
-    runner = load_runner(deployed)
-    # accuracy with the deployed numerics and truncation, against the fp32 teacher at full
-    # length; topk kept counts (for MACs) come from the PyTorch reference of the same model
-    proxy = ProxyEvaluator(model, ev_split, workload.seq_len, runner_for=lambda _: runner)
-    metric = (evaluate(model, ev_split, proxy.length(c), progress=s.progress).score
-              if c.backend == REFERENCE else proxy.evaluate_runner(runner, c))
-    reference = evaluate(model, ev_split, proxy.length(c), progress=s.progress)
-    teacher_metric = evaluate(teacher, ev_split, workload.seq_len,
-                              pruning=PruningConfig.dense(teacher.shape),
-                              progress=s.progress).score
     machine = s.machines[0] if s.machines else None
     pred = load_predictor(model.shape, s.device, machine, s.threads, s.batch, s.results,
                           backend=c.backend)
-    predicted = predicted_latency(pred, model, cfg, workload, c.max_len, dev, s.seed)
-    predicted_dense = workload.predict(pred, PruningConfig.dense(model.shape))
-    measured: dict[str, Any] = {}
-    if here:  # the stated workload decides; the other one is reported beside it
-        other = "dev" if workload.kind == "max" else "max"
-        for w in (workload, replace(workload, kind=other)):
-            dense = PruningConfig.dense(model.shape)
-            runners = {"chosen": (runner, c.max_len),
-                       "dense": (get_backend(c.backend).build(model, dense, threads=s.threads),
-                                 0)}
-            if c.backend != REFERENCE:
-                runners["reference"] = (get_backend(REFERENCE).build(
-                    model, dense, threads=s.threads), 0)
-            m = measure(runners, model, dev, w, predicted_latency(
-                pred, model, cfg, w, c.max_len, dev, s.seed),
-                w.predict(pred, dense), s.latency_ms, s.threads,
-                repeats=max(s.repeats, 30), device=s.device, seed=s.seed)
-            measured[w.kind] = m.to_dict() | {"workload_note": w.describe()}
-    # against the dense model on each example's real length (up to seq_len) and padded to
-    # seq_len: truncation is part of the reduction, not of the baseline
+    runner = _deploy(s, model, c, deployed, workload, metric_name)
+    measured: dict[str, Measurement] = {}
+    fallback = None
+    if here:
+        m = _measure(s, model, runner, c, pred, dev, workload)
+        if not m.meets_target and verified is not None and verified.keep != c.config.keep:
+            fallback = (f"the trained schedule {c.config.keep} measured p{m.percentile:g} "
+                        f"{m.chosen_ms:.2f} ms > {s.latency_ms:g} ms; deployed the schedule "
+                        f"the closed loop measured within the target, {verified.keep}, on "
+                        "the trained weights instead")
+            log.warning(fallback)
+            model.set_pruning(verified)
+            c = Candidate(c.backend, c.max_len, model.pruning)
+            runner = _deploy(s, model, c, deployed, workload, metric_name)
+            m = _measure(s, model, runner, c, pred, dev, workload)
+        measured[workload.kind] = m
+        other = replace(workload, kind="dev" if workload.kind == "max" else "max")
+        measured[other.kind] = _measure(s, model, runner, c, pred, dev, other)
+    accuracy = dev_accuracy(s, model, runner, c, teacher_dir, ev_split, workload, max_loss)
+    cfg = c.config
     real = real_lengths(model.tokenizer, ev_split, workload.seq_len)
     if cfg.policy == "threshold":  # input-dependent counts: measured by the encoder
-        mr = reference.macs(cfg, workload.seq_len)
+        mr = accuracy.reference_result.macs(cfg, workload.seq_len)
         padded, real_red = mr.reduction_padded, mr.reduction_real
     else:
-        padded, real_red = reductions(cfg, Counter(real), workload.seq_len, c.max_len)
+        padded, real_red = reductions(cfg, real, workload.seq_len, c.max_len)
     m = measured.get(workload.kind)
-    summary = {
-        "target_ms": s.latency_ms, "task": s.task, "machine": pred.machine_id,
-        "model_dir": str(deployed), "backend": c.backend, "max_len": c.max_len,
-        "workload": {**workload.to_dict(), "threads": s.threads, "device": s.device},
-        "config": cfg.to_dict(),
-        "metric": reference.primary, "dev_metric": metric,
-        "dev_metric_torch_fp32": reference.score, "teacher_dev_metric": teacher_metric,
-        "dev_examples": len(ev_split),
-        "predicted_ms": predicted, "predicted_dense_ms": predicted_dense,
-        "macs_reduction": {"real_lengths": real_red, "padded_to_max_len": padded},
-        "measured": m, "measured_other_workload": {k: v for k, v in measured.items()
-                                                   if k != workload.kind},
-        "meets_target": None if m is None else m["meets_target"],
-    }
-    if m is not None and not m["meets_target"]:
+    if m is not None and not m.meets_target:
         log.warning("the final model MISSES the target when measured: p%g %.2f ms > %g ms",
-                    workload.percentile, m["at_percentile_ms"]["chosen"], s.latency_ms)
-    return summary
+                    workload.percentile, m.chosen_ms, s.latency_ms)
+    return FinalSummary(
+        target_ms=s.latency_ms, task=s.task, machine=pred.machine_id, model_dir=str(deployed),
+        backend=c.backend, max_len=c.max_len,
+        workload={**workload.to_dict(), "threads": s.threads, "device": s.device},
+        config=cfg.to_dict(), accuracy=accuracy,
+        predicted_ms=predicted_latency(pred, model, cfg, workload, c.max_len, dev, s.seed),
+        predicted_dense_ms=workload.predict(pred, PruningConfig.dense(model.shape)),
+        macs_reduction={"real_lengths": real_red, "padded_to_max_len": padded},
+        measured={k: v.to_dict() | {"workload_note": (workload if k == workload.kind else
+                                                      replace(workload, kind=k)).describe()}
+                  for k, v in measured.items()},
+        workload_kind=workload.kind, fallback=fallback)
 
 
-def _latency_line(label: str, m: dict[str, Any], target: float) -> str:
-    q = m["percentile"]
-    at = m["at_percentile_ms"]
-    verdict = "meets the target" if at["chosen"] <= target else "**MISSES the target**"
-    ref = (f"; dense PyTorch fp32 {m['reference_ms']['median_ms']:.2f} ms "
-           f"({m['speedup_vs_reference']:.2f}x)" if m.get("reference_ms") else "")
-    return (f"- {label}: **p{q:g} {at['chosen']:.2f} ms**, median "
-            f"{m['chosen_ms']['median_ms']:.2f} ms; dense on the same backend "
-            f"{m['dense_ms']['median_ms']:.2f} ms ({m['speedup_vs_dense']:.2f}x){ref}; "
-            f"prediction error {m['error_pct']:+.1f}% "
-            f"({'median' if m['workload'] == 'max' else f'p{q:g}'}); {verdict}")
-
-
-def render_report(d: dict[str, Any]) -> str:
-    w, m = d["workload"], d.get("measured")
-    trunc = f"truncated to {d['max_len']} tokens" if d["max_len"] else "not truncated"
-    lines = [f"# tp-search run: {d['target_ms']:g} ms on {d['machine']}", "",
-             f"- Task: {d['task']}; method: {d['method']}",
-             f"- Target: measured p{w['percentile']:g} latency <= {d['target_ms']:g} ms; "
-             f"search and training aimed at {d['planning_target_ms']:.2f} ms predicted "
-             f"({d['margin']:.0%} margin for predictor error)",
-             f"- Workload: {w['note']}; {w['threads']} thread(s), {w['device']}",
-             f"- Deployed: backend **{d['backend']}**, input {trunc}: `{d['model_dir']}` "
-             f"(load with `pruning.load(path)` or `tp-bench --model {d['model_dir']}`)",
-             f"- Configuration: {d['config']['policy']} "
-             f"{d['config'].get('keep') or d['config'].get('thresholds') or ''}",
-             f"- Dev {d['metric']}: **{d['dev_metric']:.4f}** on {d['backend']} "
-             f"(PyTorch fp32 of the same model {d['dev_metric_torch_fp32']:.4f}; fp32 teacher "
-             f"at full length **{d['teacher_dev_metric']:.4f}**, {d['dev_examples']} examples)",
-             f"- Predicted latency: {d['predicted_ms']:.2f} ms (dense on {d['backend']} "
-             f"{d['predicted_dense_ms']:.2f} ms)"]
-    if m:
-        lines.append(_latency_line("Measured latency", m, d["target_ms"]))
-        for kind, other in d.get("measured_other_workload", {}).items():
-            lines.append(_latency_line(f"Also measured on the {kind} workload "
-                                       f"({other['workload_note']})", other, d["target_ms"]))
-    else:
-        lines.append("- Measured latency: not measured here (planned for another machine)")
-    r = d["macs_reduction"]
-    lines += [f"- MACs reduction on dev: {r['real_lengths']:.2f}x vs each example's real "
-              f"length, {r['padded_to_max_len']:.2f}x vs padding to {w['seq_len']}", "",
-              "| stage | status | seconds |", "|---|---|---|"]
-    lines += [f"| {st['name']} | {st['status']} | {st['seconds']:.1f} |"
-              for st in d.get("stages", [])]
-    total = sum(st["seconds"] for st in d.get("stages", []))
-    lines += [f"| total | | {total:.1f} |", ""]
-    return "\n".join(lines)
+def dev_accuracy(s: SearchSettings, model: Any, runner: Any, c: Candidate, teacher_dir: str,
+                 split: Any, workload: Workload, max_loss: float) -> Accuracy:
+    """The deployed numerics' and the PyTorch fp32 reference's dev metric, each against the
+    fp32 teacher at full length on the same examples (paired bootstrap)."""
+    proxy = ProxyEvaluator(model, split, workload.seq_len, runner_for=lambda _: runner)
+    n = proxy.length(c)
+    reference = evaluate(model, split, n, progress=s.progress)
+    deployed: EvalResult = reference if c.backend == REFERENCE else \
+        proxy.runner_result(runner, c)
+    teacher = from_pretrained(teacher_dir)
+    t = evaluate(teacher, split, workload.seq_len, pruning=PruningConfig.dense(teacher.shape),
+                 progress=s.progress)
+    metric = split.task.metric
+    return Accuracy(
+        metric=reference.primary, deployed=deployed.score, reference=reference.score,
+        teacher=t.score, examples=len(split), max_loss=max_loss,
+        vs_teacher=paired_difference(metric, deployed.preds, t.preds, t.labels, seed=s.seed),
+        reference_vs_teacher=paired_difference(metric, reference.preds, t.preds, t.labels,
+                                               seed=s.seed),
+        reference_result=reference)

@@ -1,96 +1,39 @@
-"""Search outputs rendered: CSV, Markdown and PNG from the tables of ``tables.py``.
-
-Nothing here searches or measures; ``write_outputs`` is the one function that writes files.
-"""
+"""A search's report.md: what was asked, how each backend was planned, what the closed loop
+measured, what was chosen and how sure the choice is. Text only; ``outputs.py`` writes it."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from tp_search.pruning.core.cli_common import dump_json
-from tp_search.pruning.core.atomic import atomic_save_figure, atomic_write_text
-
 from tp_search.pruning.runtime.registry import spec
-from tp_search.search.scoring.proxy import describe_numerics
-from tp_search.search.space.candidates import keep_key
 from tp_search.search.reports.tables import (
     PRUNING_NOTE,
-    ParetoPlot,
     alternatives,
-    lat_col,
     lever_points,
+    loop_table,
     machines_table,
-    pareto_plots,
 )
+from tp_search.search.scoring.proxy import describe_numerics
+from tp_search.search.space.candidates import keep_key
 
 if TYPE_CHECKING:  # pragma: no cover
-    from tp_search.search.search_settings import SearchResult
+    from tp_search.search.result import MachineChoice, SearchResult
 
 
-# ---------------------------------------------------------------------------- plot
-
-def render_png(plots: Sequence[ParetoPlot], path: Path) -> None:
-    import matplotlib  # imported here: pyplot needs the Agg backend chosen first
-    import matplotlib.ticker
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(plots), figsize=(6.8 * len(plots), 4.8), squeeze=False)
-    for ax, p in zip(axes[0], plots):
-        for b, pts in p.points.items():
-            ax.scatter(*zip(*pts), s=10, color=spec(b).color, alpha=0.45,
-                       label=f"feasible trials, {b}")
-        for b, pts in p.levers.items():
-            dense = [(ms, m) for n, ms, m in pts if not n]
-            trunc = sorted((ms, m) for n, ms, m in pts if n)
-            if dense:
-                ax.scatter(*zip(*dense), marker="s", s=55, color=spec(b).color,
-                           edgecolor="black", zorder=3, label=f"dense, {b}")
-            if trunc:
-                ax.plot(*zip(*trunc), marker="v", ms=6, ls=":", color=spec(b).color,
-                        label=f"truncation only, {b}")
-        if p.front:
-            ax.step(*zip(*p.front), where="post", color="tab:purple", marker="o", ms=4,
-                    label="Pareto front (all levers)")
-        ax.axvline(p.target_ms, color="tab:red", ls="--", label=f"target {p.target_ms:g} ms")
-        if not p.levers:
-            ax.scatter([p.dense[0]], [p.dense[1]], marker="s", s=50, color="black",
-                       label="dense model", zorder=3)
-        if p.chosen:
-            ax.scatter([p.chosen[0]], [p.chosen[1]], marker="*", s=160, color="tab:orange",
-                       label="chosen", zorder=4)
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xlabel("predicted latency (ms, log scale)")
-        ax.set_ylabel(f"dev {p.metric_name} (proxy: static top-k, no retraining)", fontsize=9)
-        ax.set_title(f"{p.machine}\n{p.workload}", fontsize=8)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6, loc="lower right")
-    fig.tight_layout()
-    try:  # two workers may write the same report at once
-        atomic_save_figure(fig, path, dpi=110)
-    finally:
-        plt.close(fig)
-
-
-# ---------------------------------------------------------------------------- markdown
-
-def _fmt(v: Any, spec: str = ".3f", none: str = "n/a") -> str:
+def fmt(v: Any, spec_: str = ".3f", none: str = "n/a") -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return none
-    return format(v, spec)
+    return format(v, spec_)
 
 
-def _md_table(df: pd.DataFrame) -> str:
+def md_table(df: pd.DataFrame) -> str:
     if df.empty:
         return "(none)\n"
     head = "| " + " | ".join(map(str, df.columns)) + " |"
     sep = "|" + "|".join("---" for _ in df.columns) + "|"
-    body = ["| " + " | ".join(_fmt(v, ".4g") if isinstance(v, float) or v is None
+    body = ["| " + " | ".join(fmt(v, ".4g") if isinstance(v, float) or v is None
                               else str(v) for v in row) + " |"
             for row in df.itertuples(index=False)]
     return "\n".join([head, sep, *body]) + "\n"
@@ -99,68 +42,69 @@ def _md_table(df: pd.DataFrame) -> str:
 def render_markdown(result: "SearchResult") -> str:
     r, s = result, result.settings
     c = r.primary
+    q = r.workload.percentile
     lines = [f"# tp-search: {r.task} on {c.machine_id}", ""]
-    target = f"predicted p{r.workload.percentile:g} latency <= {r.target_ms:g} ms"
+    target = f"measured p{q:g} latency <= {r.target_ms:g} ms"
     if s.min_macs_reduction:
         target += f" and MACs reduction >= {s.min_macs_reduction:g}x (at the workload)"
+    px = r.proxy
     lines += [
         f"- **Target**: {target}",
-        f"- **Machine**: {c.machine_id} (latency table under {r.results_dir}); "
+        f"- **Machine**: {c.machine_id} (latency tables under {r.results_dir}); "
         + ("planning for another machine" if c.machine_id != r.here_id else "this machine"),
         f"- **Workload**: {r.workload_text()}",
-        f"- **Dev expectation**: mean over the {r.n_eval} dev examples' real lengths "
-        f"(mean {r.mean_length:.1f} tokens, truncated to {r.seq_len}), each input unpadded",
-        f"- **Model**: {r.model} (proxy metric from {r.proxy_model}); task {r.task}, "
-        f"dev {r.metric_name} on {r.n_eval} examples ({PRUNING_NOTE})",
+        f"- **Dev expectation**: mean over {r.n_eval} dev inputs' real lengths (mean "
+        f"{r.mean_length:.1f} tokens, truncated to {r.seq_len}), each input unpadded",
+        f"- **Model**: {r.model} (proxy metric from {r.proxy_model}); task {r.task}",
+        f"- **Proxy**: {r.metric_name} of static top-k ({PRUNING_NOTE}) on "
+        f"{px.get('search_examples', r.n_eval)} {px.get('slice', 'examples')}; contenders "
+        f"re-scored on all {px.get('pool_examples', '?')} of them",
         f"- **Seeds**: search seed {s.seed} (sampler seeds used: "
-        f"{', '.join(map(str, r.sampler_seeds)) or 'n/a'}; dev subset seed {s.seed})",
-        f"- **Search space**: {r.space.describe()}",
-    ]
+        f"{', '.join(map(str, r.sampler_seeds)) or 'n/a'})",
+        f"- **Search space**: {r.space.describe()}"]
     if r.study_name:
         lines.append(f"- **Study**: {r.study_name} in {r.storage}")
+    lines += ["", "## Plan", "", f"What a prediction may be for the measured p{q:g} to meet "
+              f"{r.target_ms:g} ms on each backend (planning.py):", ""]
+    lines += [f"- {b}: {p['limit_ms']:.2f} ms (p{q:g} tail {p['tail']:.3f}, validated "
+              f"median error {p['error']:.1%}, margin {p['margin']:.0%})"
+              for b, p in plan_of(c).items()]
     lines += ["", "## Dense model", "",
               f"- predicted latency at the workload on {c.backend}: {c.dense_ms:.3f} ms "
-              f"(expected over dev lengths: {_fmt(c.dense_expected_ms)} ms)"
+              f"(expected over dev lengths: {fmt(c.dense_expected_ms)} ms)"
               + (f"; PyTorch fp32: {c.reference_ms:.3f} ms" if c.reference_ms else ""),
-              f"- proxy {r.metric_name}: {r.dense_metric:.4f}",
+              f"- proxy {r.metric_name}: {fmt(r.dense_metric, '.4f')}",
               f"- fastest candidate in the space: {c.fastest_ms:.3f} ms", ""]
     if r.references:
         lines += ["## Each lever alone", "",
                   "The dense model on every backend and at every truncation length "
                   "(no token pruning), on this machine's tables:", "",
-                  _md_table(lever_points(r.references, c.machine_id))]
+                  md_table(lever_points(r.references, c.machine_id))]
+    lines += loop_lines(r, c)
     lines += ["## Chosen configuration", ""]
     if r.status == "dense":
-        lines += [f"The dense model already meets the target ({c.dense_ms:.3f} ms <= "
-                  f"{r.target_ms:g} ms): no search was run and best_config.json holds the "
-                  "dense configuration.", ""]
-    lines += _choice_lines(r, c)
-    if r.status == "searched" and r.trials is not None:
-        alt = alternatives(r.trials, c.machine_id, r.machine_ids, c.candidate.key)
-        lat = lat_col(c.machine_id, r.machine_ids)
+        lines += [f"The dense model already meets the target as planned (predicted "
+                  f"{c.latency_ms:.3f} ms <= plan {fmt(c.limit_ms, '.2f')} ms): no search was "
+                  "run.", ""]
+    if r.status == "missed":
+        lines += ["**No contender measured within the target after every refit: nothing is "
+                  "deployable. best_config.json holds the most accurate contender, which "
+                  "MISSES the target.**", ""]
+    lines += choice_lines(r, c)
+    if r.status != "dense":
         lines += ["## Nearest alternatives", "",
                   "Feasible configurations closest in predicted latency (Pareto-optimal first).",
-                  ""]
-        show = pd.DataFrame({
-            "trial": alt["number"].astype(int) if not alt.empty else [],
-            "backend": alt["backend"] if not alt.empty else [],
-            "max_len": alt["max_len"] if not alt.empty else [],
-            "keep": alt["keep"] if not alt.empty else [],
-            "predicted_ms": alt[lat] if not alt.empty else [],
-            "metric": alt["metric"] if not alt.empty else [],
-            "macs_red_workload": alt["macs_reduction_workload"] if not alt.empty else [],
-            "pareto": alt["on_front"] if not alt.empty else []})
-        lines += [_md_table(show)]
+                  "", md_table(alternatives(r.entries, c.machine_id, c.candidate.key))]
     if len(r.choices) > 1:
         lines += ["## Machines", "",
                   "One search, one choice per machine: every feasible trial was evaluated "
                   "once (the metric does not depend on the machine) and each machine takes "
-                  "the most accurate trial that meets the target on its own table.", ""]
+                  "the most accurate trial within its own plan.", ""]
         mt = machines_table(r)[["machine", "dense_ms", "fastest_ms", "trial", "backend",
-                                "max_len", "keep",
-                                "predicted_ms", "metric", "macs_reduction_workload",
-                                "measured_ms", "error_pct", "measurement"]]
-        lines += [_md_table(mt)]
+                                "max_len", "keep", "predicted_ms", "limit_ms", "metric",
+                                "macs_reduction_workload", "measured_ms", "error_pct",
+                                "measurement"]]
+        lines += [md_table(mt)]
     if r.stats:
         st = r.stats
         lines += ["## Search", "",
@@ -177,7 +121,39 @@ def render_markdown(result: "SearchResult") -> str:
     return "\n".join(lines) + "\n"
 
 
-def _choice_lines(r: "SearchResult", c: Any) -> list[str]:
+def plan_of(c: "MachineChoice") -> dict[str, dict[str, Any]]:
+    """Each backend's plan as the last round refitted it, else the chosen backend's."""
+    plans = {c.backend: c.plan} if c.plan else {}
+    for rnd in c.rounds:
+        plans.update(rnd.plans)
+    return plans
+
+
+def loop_lines(r: "SearchResult", c: "MachineChoice") -> list[str]:
+    if not c.rounds:
+        return []
+    q = r.workload.percentile
+    out = ["## Measured before choosing", "",
+           f"The contenders (within the proxy's noise of the best, re-scored on the whole "
+           f"held-out slice) timed on their own backends, interleaved with each other and "
+           f"with the dense model of each backend, on the workload; judged at p{q:g}. "
+           "vs teacher: the proxy difference to the fp32 teacher on the same held-out "
+           "examples, with its paired bootstrap 95% interval (points).", ""]
+    for rnd in c.rounds:
+        spread = ", ".join(f"{b.backend} dense p{q:g}/median {b.tail:.3f} (median "
+                           f"{b.dense_median_ms:.2f} ms, measured/predicted "
+                           f"{b.correction:.3f})" for b in rnd.backends)
+        verdict = (f"chosen: {next(m.label for m in rnd.candidates if m.key == rnd.chosen)}"
+                   if rnd.chosen else "none met the target: predictions refitted"
+                   + (" and searched again" if rnd is not c.rounds[-1] else ""))
+        out += [f"Round {rnd.number} ({rnd.seconds:.0f} s window; the machine's spread in it: "
+                f"{spread}): {verdict}.", ""]
+    t = loop_table(r)
+    t = t[t.machine == c.machine_id].drop(columns=["machine"])
+    return out + [md_table(t)]
+
+
+def choice_lines(r: "SearchResult", c: "MachineChoice") -> list[str]:
     cfg = c.config
     layers = [l for l in range(cfg.shape.num_layers) if cfg.prunes_at(l)]
     n = r.workload.length(c.max_len)
@@ -188,80 +164,35 @@ def _choice_lines(r: "SearchResult", c: Any) -> list[str]:
               f"{', '.join(map(str, layers))})" if layers else ""),
            f"- tokens kept at the workload's p{r.workload.percentile:g} request ({n} real "
            f"tokens): {cfg.kept_counts(n)}",
-           f"- predicted latency: {c.latency_ms:.3f} ms at the workload "
-           f"(dense {c.dense_ms:.3f} ms: predicted speedup {c.dense_ms / c.latency_ms:.2f}x, "
-           "both on unpadded inputs of the workload length)",
-           f"- expected latency over dev lengths: {_fmt(c.expected_ms)} ms "
-           f"(dense {_fmt(c.dense_expected_ms)} ms)",
-           f"- MACs reduction: {_fmt(c.macs.get('workload'), '.2f')}x at the workload; on the "
-           f"dev subset {_fmt(c.macs.get('real'), '.2f')}x vs the dense model on real lengths, "
-           f"{_fmt(c.macs.get('padded'), '.2f')}x vs the dense model padded to {r.seq_len} "
-           "(padding baseline, not comparable to the former)",
-           f"- proxy {r.metric_name}: {_fmt(c.metric, '.4f')} (dense {r.dense_metric:.4f}, "
-           f"{PRUNING_NOTE})"]
+           f"- predicted latency: {c.latency_ms:.3f} ms at the workload, plan "
+           f"{fmt(c.limit_ms, '.2f')} ms (dense {c.dense_ms:.3f} ms: predicted speedup "
+           f"{c.dense_ms / c.latency_ms:.2f}x)",
+           f"- expected latency over dev lengths: {fmt(c.expected_ms)} ms "
+           f"(dense {fmt(c.dense_expected_ms)} ms)",
+           f"- MACs reduction: {fmt(c.macs.get('workload'), '.2f')}x at the workload; on the "
+           f"dev subset {fmt(c.macs.get('real'), '.2f')}x vs the dense model on real lengths, "
+           f"{fmt(c.macs.get('padded'), '.2f')}x vs the dense model padded to {r.seq_len}",
+           f"- proxy {r.metric_name}: {fmt(c.metric, '.4f')} on the search slice (dense "
+           f"{fmt(r.dense_metric, '.4f')})"]
+    if c.rescored:
+        d = c.rescored["vs_dense"]
+        out.append(f"- re-scored on {c.rescored['examples']} held-out examples: "
+                   f"{c.rescored['metric']:.4f}; vs the fp32 teacher "
+                   f"{100 * d['diff']:+.2f} points (95% CI {100 * d['low']:+.2f} to "
+                   f"{100 * d['high']:+.2f})")
     if c.trial is not None:
         out.append(f"- trial {c.trial}")
     m = c.measurement
     if m is not None:
-        ref = (f"; dense PyTorch fp32 {m.timings['reference'].median_ms:.3f} ms "
-               f"({m.speedup_vs_reference:.2f}x)" if "reference" in m.timings else "")
-        out.append(f"- measured on {c.backend} ({m.repeats} interleaved runs, "
+        out.append(f"- measured on {c.backend} ({m.repeats} interleaved rounds, "
                    f"{r.settings.threads} thread(s)): median {m.chosen.median_ms:.3f} ms, "
                    f"p{m.percentile:g} {m.chosen_ms:.3f} ms; dense on {c.backend} "
-                   f"{m.dense.median_ms:.3f} ms ({m.speedup:.2f}x){ref}; prediction error "
-                   f"{m.error_pct:+.1f}% (vs the "
+                   f"{m.dense.median_ms:.3f} ms ({m.speedup:.2f}x); the machine's spread "
+                   f"(dense p{m.percentile:g}/median) {fmt(m.spread, '.3f')}; prediction "
+                   f"error {m.error_pct:+.1f}% (vs the "
                    f"{'median' if m.workload == 'max' else 'percentile'})")
-        if not m.meets_target:
-            out.append(f"- **MISSES THE TARGET WHEN MEASURED**: p{m.percentile:g} "
-                       f"{m.chosen_ms:.3f} ms > {r.target_ms:g} ms. The latency table may be "
-                       "stale or the machine busy: re-profile (tp-profile --force) or lower "
-                       "the target.")
-        else:
-            out.append(f"- meets the target when measured (p{m.percentile:g} "
-                       f"{m.chosen_ms:.3f} ms <= {r.target_ms:g} ms)")
+        out.append(f"- {'meets' if m.meets_target else '**MISSES**'} the target when "
+                   f"measured (p{m.percentile:g} {m.chosen_ms:.3f} ms vs {r.target_ms:g} ms)")
     else:
         out.append(f"- not measured: {c.measure_note}")
     return out + [""]
-
-
-# ---------------------------------------------------------------------------- files
-
-def write_outputs(result: "SearchResult") -> list[Path]:
-    """Write every output of ``result`` into its directory; returns the paths written."""
-    out = Path(result.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-
-    def text(name: str, content: str) -> None:
-        atomic_write_text(out / name, content)
-        written.append(out / name)
-
-    primary = result.primary
-    primary.config.save(out / "best_config.json")
-    written.append(out / "best_config.json")
-    if len(result.choices) > 1:
-        for c in result.choices:
-            c.config.save(out / f"best_config.{c.machine_id}.json")
-            written.append(out / f"best_config.{c.machine_id}.json")
-    s = result.settings  # every table carries the workload and the seed in columns
-
-    def csv(name: str, df: pd.DataFrame) -> None:
-        text(name, df.assign(seq_len=result.seq_len, batch=s.batch, threads=s.threads,
-                             target_ms=s.latency_ms, seed=s.seed).to_csv(index=False))
-
-    if result.trials is not None:
-        csv("trials.csv", result.trials)
-    if result.references:
-        csv("levers.csv", pd.concat([lever_points(result.references, c.machine_id)
-                                     .assign(machine=c.machine_id) for c in result.choices]))
-    if result.pareto is not None:
-        csv("pareto.csv", result.pareto)
-        render_png(pareto_plots(result), out / "pareto.png")
-        written.append(out / "pareto.png")
-    csv("machines.csv", machines_table(result))
-    text("report.md", render_markdown(result))
-    summary = result.to_dict()
-    summary["files"] = sorted(str(p.name) for p in written) + ["summary.json"]
-    text("summary.json", dump_json(summary))
-    return written
-

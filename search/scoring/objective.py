@@ -50,22 +50,31 @@ class Check:
 class Checker:
     """Constraint check against one or several machines' latency predictors.
 
-    A candidate is worth evaluating when it meets the target on at least one machine; each
-    machine later chooses among the trials feasible on it. A machine without a table for
-    the candidate's backend cannot run it (infinite latency there).
+    A candidate is feasible on a machine when its latency predicted at the workload is
+    within that machine's limit for the candidate's backend (``limits[machine][backend]``,
+    ``planning.Plan.limit_ms``: the target over the backend's tail; default the target
+    itself). It is worth evaluating when feasible on at least one machine; each machine
+    later chooses among the trials feasible on it. A machine without a table for the
+    candidate's backend cannot run it (infinite latency there).
     """
 
     def __init__(self, predictors: Predictors, latency_ms: float, workload: Workload,
-                 min_macs_reduction: float | None = None) -> None:
+                 min_macs_reduction: float | None = None,
+                 limits: Mapping[str, Mapping[str, float]] | None = None) -> None:
         self.predictors = {m: dict(p) for m, p in predictors.items()}
         self.latency_ms, self.workload = float(latency_ms), workload
         self.min_macs_reduction = min_macs_reduction
+        self.limits = {m: {b: float((limits or {}).get(m, {}).get(b, latency_ms)) for b in p}
+                       for m, p in self.predictors.items()}
         any_predictor = next(iter(next(iter(self.predictors.values())).values()))
         self.shape = any_predictor.shape
 
     def latency(self, machine: str, c: Candidate) -> float:
         p = self.predictors[machine].get(c.backend)
         return float("inf") if p is None else self.workload.predict(p, c.config, c.max_len)
+
+    def limit(self, machine: str, backend: str) -> float:
+        return self.limits[machine].get(backend, float("-inf"))
 
     def macs_reduction(self, c: Candidate) -> float:
         return reduction(c.config, self.workload.length(), c.max_len)
@@ -75,8 +84,9 @@ class Checker:
         red = self.macs_reduction(c)
         macs_gap = (0.0 if self.min_macs_reduction is None
                     else self.min_macs_reduction - red)
-        feasible = {m: t <= self.latency_ms and macs_gap <= 0 for m, t in lat.items()}
-        return Check(lat, red, feasible, (min(lat.values()) - self.latency_ms, macs_gap))
+        over = {m: t - self.limit(m, c.backend) for m, t in lat.items()}
+        feasible = {m: o <= 0 and macs_gap <= 0 for m, o in over.items()}
+        return Check(lat, red, feasible, (min(over.values()), macs_gap))
 
 
 def fastest_schedule(space: SearchSpace, predictor: Any, n: int) -> PruningConfig:

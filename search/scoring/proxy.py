@@ -1,4 +1,7 @@
-"""The search's accuracy proxy: a candidate's dev metric without retraining.
+"""The search's accuracy proxy: a candidate's metric on a held-out slice of *train*, without
+retraining. Never on dev: the dev examples report the deployed model's accuracy, and a
+choice made on them would flatter it. The main job keeps the slice out of every training
+stage (``Budget.holdout``).
 
 The candidate's keep schedule is applied as static top-k to the model as it is, with the
 candidate's numerics (an int8 or bf16 candidate is evaluated on its own runtime, quantized
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-from tp_search.pruning.measure.accuracy import evaluate, evaluate_runner
+from tp_search.pruning.measure.accuracy import EvalResult, evaluate, evaluate_runner
 from tp_search.pruning.data import Split, metrics
 from tp_search.pruning.core.errors import TpError
 from tp_search.pruning.model.encoder import PrunedBert
@@ -42,14 +45,25 @@ class ProxyEvaluator:
         return min(c.max_len, self.seq_len) if c.max_len else self.seq_len
 
     def __call__(self, c: Candidate) -> float:
+        return float(self.result(c).score)
+
+    def result(self, c: Candidate) -> EvalResult:
+        """The candidate's evaluation, per-example predictions included."""
         if self.dense is not None and c.config.is_dense:
-            return self.dense(c)
+            return self.dense.result(c)
         self.calls += 1
         if numerics(c.backend) == "fp32":  # every fp32 backend matches the encoder
-            r = evaluate(self.model, self.split, self.length(c), self.batch_size,
-                         pruning=c.config, device=self.device)
-            return float(r.score)
-        return self.evaluate_runner(self.runner(c.backend), c)
+            return evaluate(self.model, self.split, self.length(c), self.batch_size,
+                            pruning=c.config, device=self.device)
+        return self.runner_result(self.runner(c.backend), c)
+
+    def on(self, split: Split) -> "ProxyEvaluator":
+        """The same models and runners scoring another slice (successive halving)."""
+        dense = None if self.dense is None else self.dense.on(split)
+        other = ProxyEvaluator(self.model, split, self.seq_len, self.batch_size, self.device,
+                               self.runner_for, dense)
+        other.runners = self.runners
+        return other
 
     def runner(self, backend: str) -> Any:
         """The keep-input runner with ``backend``'s numerics (one per numerics)."""
@@ -61,10 +75,13 @@ class ProxyEvaluator:
             self.runners[key] = self.runner_for(backend)
         return self.runners[key]
 
+    def runner_result(self, runner: Any, c: Candidate) -> EvalResult:
+        """``runner`` under ``c``'s schedule on the truncated slice."""
+        return evaluate_runner(runner, self.split, self.length(c), self.model.tokenizer,
+                               self.batch_size, keep=list(c.keep))
+
     def evaluate_runner(self, runner: Any, c: Candidate) -> float:
-        """The task metric of ``runner`` under ``c``'s schedule on the truncated dev subset."""
-        return float(evaluate_runner(runner, self.split, self.length(c), self.model.tokenizer,
-                                     self.batch_size, keep=list(c.keep)).score)
+        return float(self.runner_result(runner, c).score)
 
 
 def describe_numerics(backends: Mapping[str, Any] | list[str]) -> str:

@@ -1,32 +1,122 @@
-"""Check a prediction: time the chosen candidate on its own backend, on the workload.
+"""Measuring runners on the workload, interleaved: the closed loop's candidates and the final
+deployed model alike.
 
-Three runners are timed interleaved on the same requests: the chosen candidate (its
-backend, its truncation), the dense model on the same backend at full length, and the
-dense PyTorch fp32 model at full length (the reference every speedup was stated against
-before backends existed). ``max`` workload: one input of ``seq_len`` real tokens, repeated;
-``dev``: real dev inputs, each request timed in turn. The target is judged at the
-workload's percentile of the chosen runner's latency.
+Every runner gets the same requests (truncated to its own ``max_len``): ``max`` workload,
+one input of ``seq_len`` real tokens, repeated; ``dev``, the real dev inputs in turn. Rounds
+alternate direction, so the machine's drift hits every runner alike. Samples are kept per
+request, so a prediction can be compared request by request (its own length each) and a
+backend's *tail* — the percentile over the median of repeated calls of one request — read
+off its dense runner in the same window.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 
+from tp_search.pruning.data import Split, batches
 from tp_search.pruning.measure.timed_inputs import fixed_inputs
 from tp_search.pruning.measure.timing import Timing, time_interleaved
-from tp_search.pruning.data import Split, batches
 from tp_search.pruning.model.encoder import PrunedBert
-
 from tp_search.search.space.workload import Workload
 
-Runner = Callable[..., torch.Tensor]
+TimedCall = Callable[..., torch.Tensor]  # a runner: runner(batch) -> logits
+
+
+def requests(model: PrunedBert, split: Split | None, workload: Workload, max_len: int,
+             count: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    """The workload's requests for a runner that truncates to ``max_len`` (0: none)."""
+    n = min(workload.seq_len, max_len) if max_len else workload.seq_len
+    if workload.kind == "max" or split is None or model.tokenizer is None:
+        return [fixed_inputs(model, split, n, workload.batch, seed)]
+    sub = split.subset(min(len(split), count * workload.batch), seed)
+    return [{k: v for k, v in b.items() if k not in ("labels", "index")}
+            for b in batches(model.tokenizer, sub, n, workload.batch, bucket=False)]
+
+
+@dataclass(frozen=True)
+class Timed:
+    """One runner's latencies: ``samples[round, request]`` in ms."""
+
+    samples: np.ndarray
+    lengths: list[int]  # real tokens of each request's longest input (after truncation)
+
+    def at(self, percentile: float) -> float:
+        return float(np.percentile(self.samples, percentile))
+
+    @property
+    def median_ms(self) -> float:
+        return float(np.median(self.samples))
+
+    def timing(self) -> Timing:
+        return Timing.of(self.samples.ravel())
+
+    def tail(self, percentile: float) -> float:
+        """Percentile over median of repeated calls of each request, pooled over requests."""
+        per = self.samples / np.median(self.samples, axis=0, keepdims=True)
+        return float(np.percentile(per, percentile))
+
+    def ratio_to(self, predicted: list[float]) -> float:
+        """Median over requests of measured median / predicted (same length each)."""
+        med = np.median(self.samples, axis=0)
+        return float(np.median(med / np.asarray(predicted)))
+
+
+@dataclass(frozen=True)
+class Window:
+    timed: dict[str, Timed]
+    seconds: float
+    rounds: int
+
+
+def time_runners(runners: Mapping[str, tuple[TimedCall, int]], model: PrunedBert,
+                 split: Split | None, workload: Workload, threads: int, repeats: int = 30,
+                 warmup: int = 5, device: str = "cpu", seed: int = 0,
+                 dev_requests: int = 48) -> Window:
+    """Time ``runners`` (name -> (runner, max_len)) interleaved on the workload."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        feeds = {name: [{k: v.to(device) for k, v in r.items()}
+                        for r in requests(model, split, workload, max_len, dev_requests, seed)]
+                 for name, (_, max_len) in runners.items()}
+        count = len(next(iter(feeds.values())))
+        rounds = repeats if count == 1 else max(3, repeats // 10) * count
+        cursor = dict.fromkeys(runners, 0)
+
+        def call(name: str) -> Callable[[], object]:
+            runner, feed = runners[name][0], feeds[name]
+
+            def run() -> object:
+                b = feed[cursor[name] % len(feed)]
+                cursor[name] += 1
+                return runner(b)
+            return run
+
+        t0 = time.perf_counter()
+        samples = time_interleaved({n: call(n) for n in runners}, repeats=rounds,
+                                   warmup=warmup, device=device)
+        seconds = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(before)
+    out = {}
+    for name, v in samples.items():
+        # warm-up calls advanced the cursor too: request j of round r is (warmup + i) % count
+        order = (warmup + np.arange(len(v))) % count
+        per = np.stack([v[order == j][: len(v) // count] for j in range(count)], 1)
+        lengths = [int(f["attention_mask"].sum(1).max()) for f in feeds[name]]
+        out[name] = Timed(per, lengths)
+    return Window(out, seconds, rounds)
 
 
 @dataclass(frozen=True)
 class Measurement:
+    """The final check of a deployed model: it, the dense model on its backend and the
+    dense PyTorch fp32 model (the reference speedups were stated against), interleaved."""
+
     timings: dict[str, Timing]  # "chosen", "dense" (same backend), "reference" (torch fp32)
     at_percentile: dict[str, float]  # each runner's latency at the workload's percentile
     percentile: float
@@ -35,6 +125,7 @@ class Measurement:
     target_ms: float
     repeats: int
     workload: str
+    spread: float = float("nan")  # the dense runner's percentile over its median: the tail
 
     @property
     def chosen(self) -> Timing:
@@ -80,51 +171,21 @@ class Measurement:
                 "error_pct": self.error_pct, "meets_target": self.meets_target,
                 "speedup_vs_dense": self.speedup,
                 "speedup_vs_reference": self.speedup_vs_reference, "repeats": self.repeats,
-                "workload": self.workload,
+                "workload": self.workload, "machine_spread": self.spread,
                 "note": f"median of interleaved runs; the target is judged at the "
-                        f"p{self.percentile:g} of the chosen runner's latency"}
+                        f"p{self.percentile:g} of the chosen runner's latency; machine_spread "
+                        f"is the dense runner's p{self.percentile:g} over its median in the "
+                        "same window"}
 
 
-def requests(model: PrunedBert, split: Split | None, workload: Workload, max_len: int,
-             count: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
-    """The workload's requests for a runner that truncates to ``max_len`` (0: none)."""
-    n = min(workload.seq_len, max_len) if max_len else workload.seq_len
-    if workload.kind == "max" or split is None or model.tokenizer is None:
-        return [fixed_inputs(model, split, n, workload.batch, seed)]
-    sub = split.subset(min(len(split), count * workload.batch), seed)
-    return [{k: v for k, v in b.items() if k != "labels"}
-            for b in batches(model.tokenizer, sub, n, workload.batch, bucket=False)]
-
-
-def measure(runners: Mapping[str, tuple[Runner, int]], model: PrunedBert, split: Split | None,
-            workload: Workload, predicted_ms: float, predicted_dense_ms: float,
-            target_ms: float, threads: int, repeats: int = 30, warmup: int = 5,
-            device: str = "cpu", seed: int = 0, dev_requests: int = 48) -> Measurement:
+def measure(runners: Mapping[str, tuple[TimedCall, int]], model: PrunedBert,
+            split: Split | None, workload: Workload, predicted_ms: float,
+            predicted_dense_ms: float, target_ms: float, threads: int, repeats: int = 30,
+            warmup: int = 5, device: str = "cpu", seed: int = 0) -> Measurement:
     """Time ``runners`` (name -> (runner, max_len)); "chosen" and "dense" are required."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        feeds = {name: [{k: v.to(device) for k, v in r.items()}
-                        for r in requests(model, split, workload, max_len, dev_requests, seed)]
-                 for name, (_, max_len) in runners.items()}
-        count = len(next(iter(feeds.values())))
-        rounds = repeats if count == 1 else max(3, repeats // 10) * count
-        cursor = dict.fromkeys(runners, 0)
-
-        def call(name: str) -> Callable[[], object]:
-            runner, feed = runners[name][0], feeds[name]
-
-            def run() -> object:
-                b = feed[cursor[name] % len(feed)]
-                cursor[name] += 1
-                return runner(b)
-            return run
-
-        samples = time_interleaved({n: call(n) for n in runners}, repeats=rounds,
-                                   warmup=warmup, device=device)
-    finally:
-        torch.set_num_threads(before)
+    w = time_runners(runners, model, split, workload, threads, repeats, warmup, device, seed)
     q = workload.percentile
-    return Measurement({n: Timing.of(v) for n, v in samples.items()},
-                       {n: float(np.percentile(v, q)) for n, v in samples.items()}, q,
-                       predicted_ms, predicted_dense_ms, target_ms, rounds, workload.kind)
+    return Measurement({n: t.timing() for n, t in w.timed.items()},
+                       {n: t.at(q) for n, t in w.timed.items()}, q, predicted_ms,
+                       predicted_dense_ms, target_ms, w.rounds, workload.kind,
+                       spread=w.timed["dense"].tail(q))

@@ -1,0 +1,55 @@
+"""The main job's train stage: ToP gates (or LTP thresholds) trained for the chosen
+candidate, under the latency its plan allows on the chosen backend, on inputs truncated as
+deployed. A candidate that prunes nothing is not trained: the teacher is deployed on it."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from tp_search.profiler.store import load_predictor
+from tp_search.pruning.train import LtpSettings, TopSettings, prune_ltp, prune_top
+from tp_search.pruning.train.train_settings import finished
+from tp_search.search.pipeline.stages import Stages
+from tp_search.search.result import SearchResult
+
+
+def train_choice(p: Any, s: Any, sr: SearchResult, stages: Stages, run_dir: Path,
+                 student: str, teacher: str, common: dict[str, Any],
+                 ranking: dict[str, Any], epochs: dict[str, float], shape: Any,
+                 machine: str | None, seq_len: int) -> tuple[str, bool]:
+    """Train the chosen configuration; returns (the model directory to deploy, whether it
+    is deployed with the searched configuration as it is, untrained)."""
+    choice = sr.primary.candidate
+    if not p.train:
+        stages.skip("train", "--no-train")
+        return student, True
+    if sr.status == "dense" or choice.config.is_dense:
+        stages.skip("train", "the dense model already meets the target" if sr.status == "dense"
+                    else f"the chosen candidate prunes no token ({choice.describe()}): the "
+                         "teacher is deployed on it")
+        return teacher, True
+    # the prediction the plan allows on the chosen backend, with the closed loop's refit
+    latency = sr.primary.limit_ms if not s.machines or len(s.machines) == 1 else None
+    trained = load_predictor(shape, s.device, machine, s.threads, s.batch, s.results,
+                             choice.backend)
+    # the final training sees inputs as deployed (the budget's train_len is for the teacher
+    # and student, whose stages do not depend on the choice)
+    length = sr.workload.length(choice.max_len)
+    train_common = {**common, "max_len": choice.max_len or seq_len, "seq_len": length}
+    best = Path(sr.out_dir) / "best_config.json"
+    # one training directory per searched configuration and plan: a rerun with another
+    # target never reuses a model trained for this one
+    tag = hashlib.sha1(f"{choice.keep}{latency}{choice.backend}{choice.max_len}"
+                       .encode()).hexdigest()[:8]
+    if p.method == "top":
+        out_dir = run_dir / f"train-top-{tag}"
+        ts = TopSettings(model=student, teacher=teacher, config=str(best), latency_ms=latency,
+                         out=str(out_dir), **train_common, **ranking, **epochs)
+        out = stages.run("train", lambda: prune_top(ts, trained), lambda: finished(out_dir))
+    else:
+        out_dir = run_dir / f"train-ltp-{tag}"
+        ls = LtpSettings(model=student, teacher=teacher, latency_ms=latency, out=str(out_dir),
+                         **train_common, **epochs)
+        out = stages.run("train", lambda: prune_ltp(ls, trained), lambda: finished(out_dir))
+    return str(Path(out) / "model"), False
