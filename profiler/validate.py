@@ -1,9 +1,12 @@
 """Validation: random pruning schedules measured end to end versus the prediction."""
 from __future__ import annotations
 
+import logging
 import random
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,6 +22,9 @@ from tp_search.pruning.runtime import get_backend
 from tp_search.profiler.calibration import random_schedule
 from tp_search.profiler.grid import reference_length, time_reference
 from tp_search.profiler.predictor import Predictor
+
+
+log = logging.getLogger("tp.profiler")
 
 
 @dataclass
@@ -114,3 +120,26 @@ def validate(model: PrunedBert, pred: Predictor, seq_len: int, samples: int, dev
         state_median_abs_error=float(df.state_error.abs().median()),
         state_within_10pct=float((df.state_error.abs() <= 0.10).mean()))
     return df, summary
+
+
+def self_validate(model: PrunedBert, table: Any, results: Path, batch: int, threads: int,
+                  seq_len: int, samples: int = 4, repeats: int = 8, device: str = "cpu",
+                  seed: int = 0) -> ValidationSummary:
+    """A few random schedules timed against the new table, the error stored with it (the
+    search's plan widens by the median |error|), and a warning beyond +-10%."""
+    pred = Predictor(table, batch=batch, threads=threads)
+    n = min(seq_len, pred.max_len)
+    _, v = validate(model, pred, n, samples, device, seed=seed, repeats=repeats)
+    table.calibration.setdefault(f"b{batch}-t{threads}", {})["validation"] = v.to_dict()
+    table.save(results)
+    if v.median_abs_error > 0.10:
+        log.warning("%s/%s predicts %d random schedules at %d tokens with median |error| "
+                    "%.1f%% (max %.1f%%, mean %+.1f%%; the machine's spread in that window "
+                    "%.1f%%, relative to dense %.1f%%): the search plans %.1f%% wider",
+                    table.machine_id, table.stem, samples, n, 100 * v.median_abs_error,
+                    100 * v.max_abs_error, 100 * v.mean_signed_error, 100 * v.machine_spread,
+                    100 * v.relative_median_abs_error, 100 * v.median_abs_error)
+    else:
+        log.info("%s/%s validated: median |error| %.1f%% over %d random schedules at %d "
+                 "tokens", table.machine_id, table.stem, 100 * v.median_abs_error, samples, n)
+    return v

@@ -43,6 +43,8 @@ def test_profile_stage_measures_a_missing_table(env, tmp_path, monkeypatch):
     pred = load_predictor(SHAPE, results=tmp_path / "res")
     assert pred.max_len == 16 and pred.table.combos() == [(1, 1)]
     assert pred.table.machine_id == fingerprint().machine_id
+    v = pred.table.calibration["b1-t1"]["validation"]  # a new table validates itself
+    assert v["samples"] == 4 and v["median_abs_error"] >= 0
 
 
 def test_pipeline_end_to_end_and_resume(env, tmp_path, capsys):

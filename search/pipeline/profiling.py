@@ -10,6 +10,7 @@ from tp_search.profiler.fingerprint import fingerprint
 from tp_search.profiler.build_settings import BuildSettings
 from tp_search.profiler.store import load_predictor, results_dir, table_path
 from tp_search.profiler.table import LatencyTable
+from tp_search.profiler.validate import self_validate
 from tp_search.pruning.config import ModelShape
 from tp_search.pruning.core.errors import TpError
 from tp_search.pruning.model.checkpoint import random_model
@@ -18,6 +19,8 @@ from tp_search.pruning.runtime import available_backends
 from tp_search.search.search_settings import SearchSettings
 
 log = logging.getLogger("tp.pipeline")
+
+VALIDATE = 4  # random schedules a new table is validated with
 
 
 def backends(s: SearchSettings) -> tuple[str, ...]:
@@ -59,7 +62,11 @@ def ensure_tables(s: SearchSettings, shape: ModelShape, max_len: int) -> str:
         except TpError as e:
             log.info("%s; profiling this machine now", e)
         existing = LatencyTable.load(path) if path.is_file() else None
-        build_table(random_model(asdict(shape)), fp, res,
-                    BuildSettings(batches=[s.batch], threads=[s.threads], max_len=max_len,
-                                  device=s.device, seed=s.seed, backend=b), existing)
+        model = random_model(asdict(shape))
+        table = build_table(model, fp, res, BuildSettings(
+            batches=[s.batch], threads=[s.threads], max_len=max_len, device=s.device,
+            seed=s.seed, backend=b), existing)
+        # a table just built validates itself: its error widens the search's plan
+        self_validate(model, table, res, s.batch, s.threads, max_len, samples=VALIDATE,
+                      device=s.device, seed=s.seed)
     return ", ".join(paths)
