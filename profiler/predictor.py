@@ -52,12 +52,17 @@ class Predictor:
     def tail(self, percentile: float) -> float:
         """The backend's latency at ``percentile`` over its median, measured with the
         table's calibration (1.0 when the table predates it): what a percentile target
-        must plan for."""
+        must plan for. A tail the search's closed loop measured since counts only when
+        larger: one window of a few dozen rounds is one sample of a noisy machine."""
         t = self.calibration.get("tail")
-        if not t:
-            return 1.0
-        ps = sorted(float(p) for p in t)
-        return float(np.interp(percentile, ps, [t[k] for k in sorted(t, key=float)]))
+        table = 1.0
+        if t:
+            ps = sorted(float(p) for p in t)
+            table = float(np.interp(percentile, ps, [t[k] for k in sorted(t, key=float)]))
+        refit = self.calibration.get("refit") or {}
+        if refit.get("tail") and refit.get("percentile") == percentile:
+            return max(table, float(refit["tail"]))
+        return table
 
     @property
     def machine_id(self) -> str:

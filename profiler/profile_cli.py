@@ -159,7 +159,7 @@ def _profile(args: argparse.Namespace, model: Any, fp: Any, res: Path, grid: Any
     from tp_search.profiler.predictor import Predictor
     from tp_search.profiler.store import table_path
     from tp_search.profiler.table import LatencyTable
-    from tp_search.profiler.validate import validate
+    from tp_search.profiler.validate import store_validation, validate
     path = table_path(res, fp.machine_id, model.shape, backend)
     existing = LatencyTable.load(path) if path.is_file() else None
     was = Fingerprint.from_dict(existing.machine).torch if existing is not None else fp.torch
@@ -192,6 +192,7 @@ def _profile(args: argparse.Namespace, model: Any, fp: Any, res: Path, grid: Any
         for t in args.threads:
             torch.set_num_threads(t)
             pred = Predictor(table, batch=b, threads=t)
+            mine = []
             for n in args.seq_len:
                 if n > pred.max_len:
                     raise TpError(f"--seq-len {n} is above the table's {pred.max_len} tokens")
@@ -203,6 +204,8 @@ def _profile(args: argparse.Namespace, model: Any, fp: Any, res: Path, grid: Any
                                    "calibration": table.calibration.get(f"b{b}-t{t}")}
                 atomic_write_text(Path(f"{out}.json"), json.dumps(d, indent=2) + "\n")
                 summary["validation"].append(d)
+                mine.append(d)
+            store_validation(table, res, f"b{b}-t{t}", mine)  # the plan reads it
     return summary
 
 

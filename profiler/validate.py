@@ -143,3 +143,13 @@ def self_validate(model: PrunedBert, table: Any, results: Path, batch: int, thre
         log.info("%s/%s validated: median |error| %.1f%% over %d random schedules at %d "
                  "tokens", table.machine_id, table.stem, 100 * v.median_abs_error, samples, n)
     return v
+
+
+def store_validation(table: Any, results: Path, combo: str, summaries: list[dict]) -> None:
+    """Keep the worst (largest median |error|) of a table's validations with it: the
+    search's plan widens by that error."""
+    if summaries:
+        worst = max(summaries, key=lambda v: v["median_abs_error"])
+        keep = {k: v for k, v in worst.items() if k != "calibration"}
+        table.calibration.setdefault(combo, {})["validation"] = keep
+        table.save(results)

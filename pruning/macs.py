@@ -45,6 +45,19 @@ def reduction(cfg: PruningConfig, n: int, max_len: int = 0) -> float:
     return dense_macs(n, cfg.shape) / schedule_macs(m, cfg.kept_counts(m), cfg.shape)
 
 
+def counts_reduction(s: ModelShape, requests: Sequence[tuple[int, Sequence[int]]],
+                     dense_lengths: Sequence[int] | None = None) -> float:
+    """Dense MACs over pruned MACs of inputs whose kept counts were observed (an
+    input-dependent policy): ``requests`` of (real length, kept after each layer).
+    ``dense_lengths``: the requests' lengths before truncation, which the dense baseline
+    runs (default: the requests' own, i.e. not truncated)."""
+    base = [n for n, _ in requests] if dense_lengths is None else dense_lengths
+    if len(base) != len(requests):
+        raise ValueError("dense_lengths must give one length per request")
+    return sum(dense_macs(n, s) for n in base) / sum(schedule_macs(n, k, s)
+                                                     for n, k in requests)
+
+
 def reductions(cfg: PruningConfig, lengths: Mapping[int, int] | Iterable[int], seq_len: int,
                max_len: int = 0) -> tuple[float, float]:
     """(padded, real) reductions over examples of the given real lengths (a length ->

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from tp_search.profiler import fingerprint, load_predictor
@@ -33,6 +34,7 @@ from tp_search.pruning.model.checkpoint import (
 )
 
 from tp_search.search.scoring.objective import Predictors
+from tp_search.search.scoring.kept_counts import KeptCounts
 from tp_search.search.scoring.proxy import ProxyEvaluator, RunnerFor
 from tp_search.search.search_settings import TRUNCATION, SearchSettings
 from tp_search.search.space.candidates import SearchSpace
@@ -61,6 +63,7 @@ class Context:
     space: SearchSpace
     evaluator: ProxyEvaluator
     here_id: str | None
+    counts: KeptCounts  # per-request kept counts of threshold candidates
 
 
 def model_shape(path: Path) -> tuple[ModelShape, int]:
@@ -108,7 +111,9 @@ def prepare(s: SearchSettings, runner_for: RunnerFor | None = None) -> Context:
     backends = tuple(b for b in names() if any(b in p for p in predictors.values())
                      and runs_here(b, s.backends))
     space = SearchSpace(shape, tuple(s.layers), s.min_ratio, s.max_ratio, s.floor,
-                        backends=backends, lengths=truncation_lengths(s.truncation, seq_len))
+                        backends=backends, lengths=truncation_lengths(s.truncation, seq_len),
+                        policies=tuple(s.policies),
+                        ref_length=float(np.mean(workload.request_lengths())))
     try:
         here = fingerprint(s.device).machine_id
     except Exception:  # fingerprinting is informative only here
@@ -124,7 +129,8 @@ def prepare(s: SearchSettings, runner_for: RunnerFor | None = None) -> Context:
         evaluator.dense = ProxyEvaluator(dense, split, seq_len, s.eval_batch, s.device,
                                          runner_for or onnx_runners(dense, s, seq_len))
     return Context(spec.name, split, pool, dev, lengths, model, model_dir, proxy_dir, dense_dir,
-                   shape, seq_len, workload, predictors, space, evaluator, here)
+                   shape, seq_len, workload, predictors, space, evaluator, here,
+                   KeptCounts(evaluator, workload, s.seed))
 
 
 def proxy_slices(task: str, holdout: int | None = None, eval_samples: int | None = None,
@@ -155,12 +161,12 @@ def onnx_runners(model: Any, s: SearchSettings, seq_len: int) -> RunnerFor:
     """Candidates of other numerics run ``model``'s keep-input graph on their own backend
     (one export per model, one quantization per backend); a backend that quantizes
     statically is calibrated on the task's train examples."""
-    def runner_for(backend: str) -> Any:
+    def runner_for(backend: str, policy: str = "topk") -> Any:
         b = get_backend(backend)
         calib = (calibration_batches(model.tokenizer, load_task(s.task, "train"), seq_len)
                  if b.calibrated else None)
         return b.build(model, None, threads=s.eval_threads or s.threads, keep_input=True,
-                       calibration=calib)
+                       calibration=calib, schedule=policy)
     return runner_for
 
 

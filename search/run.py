@@ -12,6 +12,7 @@ target no contender met raises ``InfeasibleError`` (exit code 3) after them.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,20 +25,25 @@ from tp_search.pruning.runtime.registry import spec
 from tp_search.search.context import Context, model_label, prepare
 from tp_search.search.reports.outputs import write_outputs
 from tp_search.search.result import MachineChoice, SearchResult
-from tp_search.search.scoring.objective import Checker, expected_latency, fastest
+from tp_search.search.scoring.objective import Checker, fastest
 from tp_search.search.scoring.proxy import RunnerFor
 from tp_search.search.search_settings import SearchSettings, default_out_dir
 from tp_search.search.selection import closed_loop
 from tp_search.search.selection.choose import (
     check_feasible,
     dense_latency,
+    expected_of,
     machine_choice,
     missed_message,
     not_measured,
 )
 from tp_search.search.selection.entries import Scored, best, ranked, scored
 from tp_search.search.selection.halving import contenders, rescore
-from tp_search.search.selection.verify import Measurement
+from tp_search.search.selection.verify import (
+    Measurement,
+    per_request_rows,
+    predicted_requests,
+)
 from tp_search.search.space.candidates import Candidate
 from tp_search.search.space.planning import Plan, plans_for
 from tp_search.search.study.session import StudySession
@@ -60,7 +66,8 @@ def run_search(s: SearchSettings, runner_for: RunnerFor | None = None) -> Search
 def make_checker(s: SearchSettings, ctx: Context, plans: dict[str, dict[str, Plan]]
                  ) -> Checker:
     limits = {m: {b: p.limit_ms for b, p in bp.items()} for m, bp in plans.items()}
-    return Checker(ctx.predictors, s.latency_ms, ctx.workload, s.min_macs_reduction, limits)
+    return Checker(ctx.predictors, s.latency_ms, ctx.workload, s.min_macs_reduction, limits,
+                   ctx.counts)
 
 
 def _run_search(s: SearchSettings, runner_for: RunnerFor | None) -> SearchResult:
@@ -128,9 +135,16 @@ def _run_search(s: SearchSettings, runner_for: RunnerFor | None) -> SearchResult
         entries=entries, stats={} if session is None else session.stats(entries),
         sampler_seeds=[] if session is None else session.sampler_seeds(entries),
         references=[] if session is None else session.references, lengths=ctx.lengths,
-        expected=lambda m, e: expected_latency(ctx.predictors[m][e.candidate.backend],
-                                               e.candidate.config, ctx.lengths,
-                                               e.candidate.max_len), **common)
+        expected=lambda m, e: expected_of(ctx, ctx.predictors[m][e.candidate.backend],
+                                          e.candidate), **common)
+    if missed and status == "dense":  # the dense model measured over: search the space
+        log.warning("%s; searching the space under the refitted plan", missed)
+        result.files = write_outputs(result)  # what stays when the search writes nothing
+        try:
+            return _run_search(replace(s, always_search=True), runner_for)
+        except InfeasibleError as e:  # keep what the dense pass measured, and say both
+            raise InfeasibleError(f"{missed}; then the search under the refitted plan: {e}"
+                                  ) from e
     result.files = write_outputs(result)
     if missed:
         raise InfeasibleError(missed + f" (report: {out_dir / 'report.md'})")
@@ -192,7 +206,7 @@ def verified_choice(s: SearchSettings, ctx: Context, checker: Checker,
         plans[machine].update(new)
         checker = make_checker(s, ctx, plans)
         if session is not None:  # search again under the refitted limits
-            session.run(s.trials + (number + 1) * max(20, s.trials // 2), checker)
+            session.run(session.record.complete() + max(20, s.trials // 2), checker)
             entries = scored(session.entries(), checker)
         else:
             entries = dense_entries(ctx, checker, [e.candidate.backend for e in entries])
@@ -215,7 +229,10 @@ def loop_measurement(rnd: closed_loop.LoopRound, window: Any, e: Scored, s: Sear
     c = e.candidate
     chosen, dense = window.timed[c.key], window.timed[f"dense {c.backend}"]
     q = ctx.workload.percentile
+    per = predicted_requests(checker.predictors[machine][c.backend], ctx.model, c.config,
+                             window.feeds[c.key], chosen.lengths)
     return Measurement({"chosen": chosen.timing(), "dense": dense.timing()},
                        {"chosen": chosen.at(q), "dense": dense.at(q)}, q,
                        e.latency_ms[machine], dense_latency(ctx, checker, machine, c.backend),
-                       s.latency_ms, window.rounds, ctx.workload.kind, spread=dense.tail(q))
+                       s.latency_ms, window.rounds, ctx.workload.kind, spread=dense.tail(q),
+                       per_request=per_request_rows(chosen, per))

@@ -202,9 +202,12 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
                    help="only the search, on --model as given (no profiling or training)")
     g.add_argument("--no-train", action="store_true",
                    help="stop after the search (the teacher and distilled proxy are still made)")
-    g.add_argument("--method", choices=("top", "ltp"), default="top",
-                   help="final training: ToP gates under the latency constraint, or LTP "
-                        "thresholds (default: top)")
+    g.add_argument("--method", choices=("top", "ltp", "auto"), default="top",
+                   help="the pruning policy searched and trained: top (ToP: top-k schedules, "
+                        "trained with L0 gates), ltp (LTP: input-adaptive thresholds, their "
+                        "latency predicted request by request from the counts they keep on "
+                        "the workload's inputs), or auto (both: the search chooses) "
+                        "(default: top)")
     g.add_argument("--teacher", help="an already fine-tuned teacher: skip fine-tuning")
     g.add_argument("--cache", help="where the teacher and distilled student are kept "
                                    "(default: runs/<task>-<model>-seed<seed>)")
@@ -262,6 +265,8 @@ def settings_from_args(args: argparse.Namespace) -> "SearchSettings":
         seed=args.seed, margin=args.margin, verify=args.verify, refits=args.refits,
         out=args.out, storage=args.storage, study_name=args.study_name,
         measure=not args.no_measure, repeats=args.repeats,
+        policies={"top": ("topk",), "ltp": ("threshold",),
+                  "auto": ("topk", "threshold")}[args.method],
         layers=tuple(args.layers), min_ratio=args.min_ratio, max_ratio=args.max_ratio,
         floor=args.floor, progress=not args.quiet)
 

@@ -48,6 +48,7 @@ class SearchSettings:
     margin: float = 0.05  # plan at target x (1 - margin) at least (planning.py)
     verify: int = 4  # contenders measured per round of the closed loop
     refits: int = 2  # rounds of refit-and-search-again before giving up (exit 3)
+    policies: tuple[str, ...] = ("topk",)  # topk (ToP), threshold (LTP), or both
     layers: tuple[int, ...] = ()  # candidate pruning layers; () = all but the first
     min_ratio: float = 0.2
     max_ratio: float = 0.95

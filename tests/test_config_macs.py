@@ -80,3 +80,17 @@ def test_macs_report_both_baselines():
     assert 1.2 < p.reduction_real < 3 and p.reduction_padded > p.reduction_real
     with pytest.raises(ValueError):
         macs_report(PruningConfig.threshold(SHAPE, [0.1] * 6), [20], 128)
+
+
+def test_counts_reduction_states_truncation_against_the_untruncated_inputs():
+    from tp_search.pruning.macs import counts_reduction
+    s = ModelShape(4, 32, 4, 64)
+    reqs = [(16, [16, 16, 8, 8]), (10, [10, 10, 10, 10])]  # inputs cut to 16 tokens
+    assert counts_reduction(s, reqs) == pytest.approx(
+        (dense_macs(16, s) + dense_macs(10, s)) / (
+            sum(schedule_macs(n, k, s) for n, k in reqs)))
+    cut = counts_reduction(s, reqs, dense_lengths=[40, 10])  # the first was 40 before
+    assert cut > counts_reduction(s, reqs)
+    assert counts_reduction(s, [(10, [10] * 4)], [10]) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="one length per request"):
+        counts_reduction(s, reqs, [40])

@@ -83,6 +83,29 @@ def test_pipeline_end_to_end_and_resume(env, tmp_path, capsys):
     assert again["config"] == summary["config"]
 
 
+def test_pipeline_ltp_trains_and_deploys_thresholds(env, tmp_path, capsys):
+    """--method ltp on the dev workload: a threshold candidate is searched, trained with
+    LTP from its thresholds, deployed and measured request by request; its MACs are stated
+    against the dense model on the untruncated inputs."""
+    synthetic_table(SHAPE, max_len=64, ms_per_gmac=80000, overhead_ms=0.04,
+                    fp=fingerprint()).save(env["results"])
+    pred = load_predictor(SHAPE, results=env["results"])
+    out = tmp_path / "run"
+    argv = ["--latency-ms", f"{0.8 * pred.dense(32):.4f}", "--backend", "torch", "--task",
+            str(env["task"]), "--model", str(env["model"]), "--results", str(env["results"]),
+            "--seq-len", "32", "--workload", "dev", "--method", "ltp", "--trials", "8",
+            "--population", "4", "--eval-samples", "30", "--max-steps", "3", "--cache",
+            str(tmp_path / "cache"), "--out", str(out), "--repeats", "5", "--format", "json",
+            "-q"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["config"]["policy"] == "threshold"
+    assert pruning.load(out / "model").pruning.policy == "threshold"
+    m = summary["measured"]
+    assert m["workload"] == "dev" and len(m["per_request"]) > 1
+    assert summary["macs_reduction"]["real_lengths"] >= 1.0  # never more work than dense
+
+
 def test_pipeline_no_train_and_bad_method(env, tmp_path, capsys):
     from tp_search.search.pipeline.main_job import run_pipeline
     s = SearchSettings(latency_ms=1.0, task=str(env["task"]), model=str(env["model"]),

@@ -89,7 +89,7 @@ def env(tmp_path_factory):
             "machine": fp.machine_id}
 
 
-def fake_int8(precision: str):
+def fake_int8(backend: str, policy: str = "topk"):
     """Stands in for the ONNX Runtime int8 graph: the PyTorch encoder with a per-call
     schedule, slightly perturbed so int8 metrics are not fp32's."""
     from tp_search import pruning

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from ..core.errors import TpError
 from ..core.lazy import lazy_exports
-from .registry import REFERENCE, SPECS, help_text, names, spec
+from .registry import REFERENCE, SPECS, help_text, names, spec  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .base import Backend

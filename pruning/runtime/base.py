@@ -81,9 +81,11 @@ class Backend:
 
     def build(self, model: PrunedBert, cfg: PruningConfig | None = None, *, threads: int = 1,
               keep_input: bool = False, calibration: Feeds | None = None,
-              cache_dir: Path | None = None) -> Runner:
+              cache_dir: Path | None = None, schedule: str = "topk") -> Runner:
         """A runner of ``model`` under ``cfg`` (None: the model's own configuration).
-        ``calibration``: real example batches, for backends that quantize statically."""
+        ``keep_input``: the schedule is an input of each call (``runner(batch, keep=...)``:
+        keep fractions, or thresholds with ``schedule="threshold"``). ``calibration``: real
+        example batches, for backends that quantize statically."""
         raise NotImplementedError
 
     def write_artefact(self, model: PrunedBert, cfg: PruningConfig, directory: Path,

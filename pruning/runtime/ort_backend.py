@@ -110,17 +110,18 @@ class OrtBackend(Backend):
         return k | ({"quantization": QUANTIZATION} if self.precision == "int8" else {})
 
     def file(self, model: PrunedBert, cfg: PruningConfig | None = None,
-             keep_input: bool = False, cache_dir: Path | None = None) -> Path:
+             keep_input: bool = False, cache_dir: Path | None = None,
+             schedule: str = "topk") -> Path:
         """The (cached) ONNX file this backend runs for ``model`` under ``cfg``."""
-        path = exported(model, cfg, keep_input, cache_dir)
+        path = exported(model, cfg, keep_input, cache_dir, schedule)
         return quantized(path, cache_dir) if self.precision == "int8" else path
 
     def build(self, model: PrunedBert, cfg: PruningConfig | None = None, *, threads: int = 1,
               keep_input: bool = False, calibration: Feeds | None = None,
-              cache_dir: Path | None = None) -> OrtRunner:
-        path = self.file(model, cfg, keep_input, cache_dir)
-        return OrtRunner(path, self.name, self.precision, input_names(model, keep_input),
-                         threads)
+              cache_dir: Path | None = None, schedule: str = "topk") -> OrtRunner:
+        path = self.file(model, cfg, keep_input, cache_dir, schedule)
+        return OrtRunner(path, self.name, self.precision,
+                         input_names(model, keep_input, schedule), threads)
 
     def write_artefact(self, model: PrunedBert, cfg: PruningConfig, directory: Path,
                        threads: int, calibration: Feeds | None = None) -> dict[str, Any]:

@@ -125,24 +125,25 @@ class OvBackend(Backend):
 
     def file(self, model: PrunedBert, cfg: PruningConfig | None = None,
              keep_input: bool = False, calibration: Feeds | None = None,
-             cache_dir_: Path | None = None) -> Path:
+             cache_dir_: Path | None = None, schedule: str = "topk") -> Path:
         """The (cached) file this backend compiles: the fp32 ONNX export, or for int8 its
         NNCF-quantized OpenVINO IR (keyed by the calibration data too)."""
-        path = exported(model, cfg, keep_input, cache_dir_)
+        path = exported(model, cfg, keep_input, cache_dir_, schedule)
         if self.precision != "int8":
             return path
-        names = input_names(model, keep_input)
-        dense = [1.0] * model.shape.num_layers if keep_input else None
+        names = input_names(model, keep_input, schedule)
+        dense = (([1.0] if schedule == "topk" else [0.0]) * model.shape.num_layers
+                 if keep_input else None)
         feeds = ([numpy_feed(names, b, dense) for b in calibration] if calibration
                  else sample_feeds(path))
         return quantized_ir(path, feeds, cache_dir_)
 
     def build(self, model: PrunedBert, cfg: PruningConfig | None = None, *, threads: int = 1,
               keep_input: bool = False, calibration: Feeds | None = None,
-              cache_dir: Path | None = None) -> OvRunner:
-        path = self.file(model, cfg, keep_input, calibration, cache_dir)
+              cache_dir: Path | None = None, schedule: str = "topk") -> OvRunner:
+        path = self.file(model, cfg, keep_input, calibration, cache_dir, schedule)
         return OvRunner(path, self.name, self.precision, self.config(threads),
-                        input_names(model, keep_input), threads)
+                        input_names(model, keep_input, schedule), threads)
 
     def write_artefact(self, model: PrunedBert, cfg: PruningConfig, directory: Path,
                        threads: int, calibration: Feeds | None = None) -> dict[str, Any]:

@@ -28,13 +28,16 @@ from .registry import REFERENCE
 
 class TorchRunner:
     def __init__(self, model: PrunedBert, cfg: PruningConfig | None = None,
-                 threads: int | None = None, backend: str = REFERENCE) -> None:
+                 threads: int | None = None, backend: str = REFERENCE,
+                 schedule: str = "topk") -> None:
         self.model, self.cfg, self.threads = model.eval(), cfg or model.pruning, threads
-        self.backend = backend
+        self.backend, self.schedule = backend, schedule
 
     def __call__(self, batch: Mapping[str, Tensor], keep: Sequence[float] | None = None
                  ) -> Tensor:
-        cfg = self.cfg if keep is None else PruningConfig.topk(self.model.shape, list(keep))
+        cfg = self.cfg if keep is None else (
+            PruningConfig.topk(self.model.shape, list(keep)) if self.schedule == "topk"
+            else PruningConfig.threshold(self.model.shape, list(keep)))
         return self.model(batch["input_ids"], batch.get("attention_mask"),
                           batch.get("token_type_ids"), pruning=cfg)
 
@@ -51,8 +54,8 @@ class TorchBackend(Backend):
 
     def build(self, model: PrunedBert, cfg: PruningConfig | None = None, *, threads: int = 1,
               keep_input: bool = False, calibration: Feeds | None = None,
-              cache_dir: Path | None = None) -> TorchRunner:
-        return TorchRunner(model, cfg, threads, self.name)
+              cache_dir: Path | None = None, schedule: str = "topk") -> TorchRunner:
+        return TorchRunner(model, cfg, threads, self.name, schedule)
 
     def component_timers(self, model: PrunedBert, threads: int) -> TimerFactory:
         device = str(next(model.parameters()).device)

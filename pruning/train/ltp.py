@@ -14,10 +14,13 @@ initial final threshold and the threshold learning rate are expressed relative t
 ``1/mean_length`` of the training set (LTP's T = 1e-3 was set for 128-token inputs; that is
 T = 0.125 / N, which we keep as the default ratio).
 
-With ``latency_ms`` the soft phase learns the *shape* of the thresholds and, before the hard
-phase, one global scale on them is bisected so that the latency predicted from this
-machine's lookup table, averaged over dev examples with the kept counts the real encoder
-produces, meets the target.
+With ``latency_ms`` the soft phase also pays a hinge on each example's latency predicted
+from its *expected* kept counts (the soft masks' sums; the table is differentiable in them)
+above the target, and, before the hard phase, one global scale on the thresholds is
+bisected so that the workload's percentile of per-request latencies, predicted from the
+kept counts the real encoder produces on train inputs like the workload's (``max``: inputs
+of ``seq_len`` real tokens; ``dev``: real-length train examples, never dev), meets it.
+``init_thresholds`` starts the thresholds where the search found them.
 """
 from __future__ import annotations
 
@@ -29,9 +32,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from tp_search.pruning.measure.accuracy import evaluate
 from tp_search.pruning.config import PruningConfig
-from tp_search.pruning.data import real_lengths
+from tp_search.pruning.data import batches, real_lengths
+from tp_search.pruning.measure.requests import percentile_of
+from tp_search.pruning.measure.timed_inputs import fixed_inputs
+from tp_search.pruning.model.encoder import ForwardInfo
 from tp_search.pruning.core.errors import InfeasibleError, TpError
 from tp_search.pruning.model.encoder import PrunedBert
 from tp_search.pruning.train.distillation import check_pair, load_teacher
@@ -50,10 +55,12 @@ MAX_THRESHOLD = 0.999  # the configuration format needs thresholds < 1
 class Thresholds(nn.Module):
     """theta_1..theta_{L-1} (theta_0 is always 0: layer 0 never prunes)."""
 
-    def __init__(self, num_layers: int, final: float) -> None:
+    def __init__(self, num_layers: int, final: float,
+                 init: tuple[float, ...] | None = None) -> None:
         super().__init__()
         L = num_layers
-        self.raw = nn.Parameter(torch.tensor([final * l / L for l in range(1, L)]))
+        start = list(init[1:]) if init else [final * l / L for l in range(1, L)]
+        self.raw = nn.Parameter(torch.tensor(start, dtype=torch.float32))
 
     def values(self) -> Tensor:
         return torch.cat([self.raw.new_zeros(1), self.raw.clamp(0.0, MAX_THRESHOLD)])
@@ -72,7 +79,8 @@ class LtpStage(Stage):
         self.model, self.teacher, self.s, self.data = student, teacher, s, data
         self.T = s.mask_temperature or 0.125 * scale
         self.theta_lr = s.threshold_lr or 0.01 * scale
-        self.th = Thresholds(student.config.num_layers, s.final_threshold or 0.5 * scale)
+        self.th = Thresholds(student.config.num_layers, s.final_threshold or 0.5 * scale,
+                             s.init_thresholds)
         self.hard = False
         self.calibration: dict[str, Any] = {}
         self.predictor = predictor
@@ -111,15 +119,33 @@ class LtpStage(Stage):
         logs = {"kd": kd.item(), "keep": kept.mean().item()}
         if self.hard:
             return StepResult(kd, out.logits, logs)
-        return StepResult(kd + self.s.reg_lambda * kept.sum(), out.logits, logs)
+        loss = kd + self.s.reg_lambda * kept.sum()
+        if self.s.latency_ms is not None and self.predictor is not None:
+            over = self.latency_hinge(out, valid)
+            logs["lat_over"] = over.item()
+            loss = loss + self.s.latency_weight * over
+        return StepResult(loss, out.logits, logs)
+
+    def latency_hinge(self, out: Any, valid: Tensor) -> Tensor:
+        """Mean over examples of max(0, predicted / target - 1), each example's latency
+        predicted from its expected kept counts (the soft masks summed)."""
+        L = self.model.config.num_layers
+        counts = torch.stack([(k * valid).sum(1) for k in out.keep], 1).cpu()  # [B, L]
+        n = valid.sum(1).cpu()  # the predictor's tables live on the CPU
+        prob = torch.tensor([0.0] + [1.0] * (L - 1), dtype=torch.float64)
+        lat = torch.stack([self.predictor.torch_latency(float(n[i]), counts[i].double(), prob)
+                           for i in range(len(n))])
+        over = torch.relu(lat / self.s.latency_ms - 1.0).mean().float()
+        return over.to(valid.device)
 
     def _enter_hard(self) -> None:
         self.hard = True
         self.th.raw.requires_grad_(False)
         if self.s.latency_ms is not None:
             self.calibration = calibrate(self.model, self.th, self.data, self.s, self.predictor)
-            with torch.no_grad():
-                self.th.raw.copy_(self.th.values()[1:] * self.calibration["scale"])
+            with torch.no_grad():  # the bisected thresholds (their base may be a fallback)
+                self.th.raw.copy_(torch.tensor(self.calibration["thresholds"][1:],
+                                               dtype=self.th.raw.dtype))
         log.info("prune-ltp: hard phase with thresholds %s",
                  [round(float(t), 5) for t in self.th.values()])
 
@@ -132,32 +158,61 @@ class LtpStage(Stage):
                         "calibration": self.calibration}}
 
 
+def latency_inputs(model: PrunedBert, data: Data, s: LtpSettings) -> list[dict[str, Tensor]]:
+    """Train inputs like the workload's: ``max``, inputs of ``seq_len`` real tokens; ``dev``,
+    real-length train examples (never dev: dev reports accuracy), ``batch`` per request."""
+    n = min(s.seq_len or data.max_len, data.max_len)  # as deployed: truncated to max_len
+    device = next(model.parameters()).device
+    if s.workload == "max":
+        train = data.train
+        step = max(1, len(train) // 16)
+        out = [fixed_inputs(model, train.take(list(range(i, len(train)))), n, s.batch, i)
+               for i in range(0, step * 16, step)][:16]
+    else:
+        sub = data.train.subset(s.calib_samples, seed=1)
+        out = [{k: v for k, v in b.items() if k not in ("labels", "index")}
+               for b in batches(model.tokenizer, sub, n, s.batch, bucket=False)]
+    return [{k: v.to(device) for k, v in x.items()} for x in out]
+
+
 def calibrate(model: PrunedBert, th: Thresholds, data: Data, s: LtpSettings,
               predictor: Any) -> dict[str, Any]:
-    """Bisect a global scale c on the thresholds so that the mean predicted latency of dev
-    examples (kept counts from the real encoder) is at most ``s.latency_ms``."""
-    dev = data.dev.subset(s.calib_samples, seed=1)
+    """Bisect a global scale c on the thresholds so that the workload's percentile of
+    per-request predicted latency (kept counts from the real encoder on train inputs like
+    the workload's) is at most ``s.latency_ms``."""
     L = model.config.num_layers
+    inputs = latency_inputs(model, data, s)
     base = th.values().detach()
     if float(base.max()) <= 0:  # the soft phase zeroed them: fall back to the l/L shape
-        base = torch.tensor([l / L for l in range(L)]) / max(1.0, float(np.mean(
-            real_lengths(model.tokenizer, dev, data.max_len))))
+        lengths = [int(x["attention_mask"].sum(1).float().mean()) for x in inputs]
+        base = torch.tensor([l / L for l in range(L)]) / max(1.0, float(np.mean(lengths)))
     cache: dict[float, float] = {}
 
+    @torch.no_grad()
     def latency(c: float) -> float:
         if c not in cache:
             cfg = PruningConfig.threshold(model.shape, (base * c).clamp(0, MAX_THRESHOLD).tolist())
-            r = evaluate(model, dev, data.max_len, batch_size=64, pruning=cfg, device=s.device)
+            was = model.training
+            model.eval()
+            requests = []
+            for x in inputs:
+                info = ForwardInfo()
+                model(x["input_ids"], x["attention_mask"], x.get("token_type_ids"),
+                      pruning=cfg, info=info)
+                requests.append((int(x["attention_mask"].sum(1).max()),
+                                 [int(k.max()) for k in info.kept]))
+            model.train(was)
             prunes = [cfg.prunes_at(l) for l in range(L)]
-            cache[c] = float(np.mean([predictor.predict_counts(n, k, prunes)
-                                      for n, k in zip(r.lengths, r.kept)]))
+            cache[c] = percentile_of([predictor.predict_counts(n, k, prunes)
+                                      for n, k in requests], s.percentile)
         return cache[c]
 
     target = s.latency_ms
     if latency(0.0) <= target:
         log.warning("--latency-ms %g: the dense model already meets it (%.3f ms); no pruning",
                     target, latency(0.0))
-        return {"scale": 0.0, "predicted_ms": latency(0.0), "target_ms": target}
+        return {"scale": 0.0, "predicted_ms": latency(0.0), "target_ms": target,
+                "thresholds": [0.0] * L}
     hi = 1.0
     while latency(hi) > target:
         if float((base[1:] * hi).min()) >= MAX_THRESHOLD:
@@ -168,10 +223,12 @@ def calibrate(model: PrunedBert, th: Thresholds, data: Data, s: LtpSettings,
     for _ in range(12):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if latency(mid) > target else (lo, mid)
-    log.info("prune-ltp: threshold scale %.4f predicts %.3f ms (target %.3f ms, dense %.3f ms)",
-             hi, latency(hi), target, latency(0.0))
+    log.info("prune-ltp: threshold scale %.4f predicts p%g %.3f ms (target %.3f ms, dense "
+             "%.3f ms)", hi, s.percentile, latency(hi), target, latency(0.0))
     return {"scale": hi, "predicted_ms": latency(hi), "target_ms": target,
-            "dense_ms": latency(0.0), "dev_examples": len(dev)}
+            "dense_ms": latency(0.0), "inputs": len(inputs), "workload": s.workload,
+            "percentile": s.percentile,
+            "thresholds": (base * hi).clamp(0, MAX_THRESHOLD).tolist()}
 
 
 def prune_ltp(settings: LtpSettings, latency: LatencyModel | None = None) -> Path:

@@ -127,5 +127,10 @@ class LtpSettings(TrainSettings):
     final_threshold: float | None = None  # theta_final at init (default 0.5 / mean length)
     threshold_lr: float | None = None  # (default 0.01 / mean length per step)
     soft_fraction: float = 0.5  # fraction of the steps in the soft phase
-    latency_ms: float | None = None
-    calib_samples: int = 256  # dev examples for the latency calibration
+    latency_ms: float | None = None  # predicted latency at ``percentile`` of the workload
+    latency_weight: float = 1.0  # soft stage: weight of the per-example latency hinge
+    calib_samples: int = 256  # train examples for the latency calibration (dev workload)
+    init_thresholds: tuple[float, ...] | None = None  # start here (the searched thresholds)
+    workload: str = "max"  # max: inputs of seq_len real tokens; dev: real-length inputs
+    percentile: float = 90.0
+    batch: int = 1  # requests of the workload (a padded batch runs at its largest counts)

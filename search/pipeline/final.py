@@ -20,7 +20,7 @@ import torch
 from tp_search.profiler.store import load_predictor
 from tp_search.pruning.config import PruningConfig
 from tp_search.pruning.data import load_task, metrics, real_lengths
-from tp_search.pruning.macs import reductions
+from tp_search.pruning.macs import counts_reduction, dense_macs, reductions
 from tp_search.pruning.measure.accuracy import EvalResult, evaluate
 from tp_search.pruning.measure.bootstrap import paired_difference
 from tp_search.pruning.measure.calibration_data import calibration_batches
@@ -33,7 +33,7 @@ from tp_search.search.pipeline.summary import Accuracy, FinalSummary
 from tp_search.search.scoring.proxy import ProxyEvaluator
 from tp_search.search.search_settings import SearchSettings
 from tp_search.search.selection.verify import Measurement, measure
-from tp_search.search.space.candidates import Candidate
+from tp_search.search.space.candidates import Candidate, schedule_key
 from tp_search.search.space.workload import Workload
 
 log = logging.getLogger("tp.pipeline")
@@ -70,10 +70,8 @@ def _measure(s: SearchSettings, model: Any, runner: Any, c: Candidate, pred: Any
                "dense": (get_backend(c.backend).build(model, dense, threads=s.threads), 0)}
     if c.backend != REFERENCE:
         runners["reference"] = (get_backend(REFERENCE).build(model, dense, threads=s.threads), 0)
-    return measure(runners, model, dev, w, predicted_latency(pred, model, c.config, w,
-                                                             c.max_len, dev, s.seed),
-                   w.predict(pred, dense), s.latency_ms, s.threads, repeats=max(s.repeats, 30),
-                   device=s.device, seed=s.seed)
+    return measure(runners, model, dev, w, pred, c.config, s.latency_ms, s.threads,
+                   repeats=max(s.repeats, 30), device=s.device, seed=s.seed)
 
 
 def final_report(s: SearchSettings, choice: Candidate, model_dir: str, teacher_dir: str,
@@ -100,11 +98,12 @@ def final_report(s: SearchSettings, choice: Candidate, model_dir: str, teacher_d
     fallback = None
     if here:
         m = _measure(s, model, runner, c, pred, dev, workload)
-        if not m.meets_target and verified is not None and verified.keep != c.config.keep:
-            fallback = (f"the trained schedule {c.config.keep} measured p{m.percentile:g} "
-                        f"{m.chosen_ms:.2f} ms > {s.latency_ms:g} ms; deployed the schedule "
-                        f"the closed loop measured within the target, {verified.keep}, on "
-                        "the trained weights instead")
+        if not m.meets_target and verified is not None and \
+                schedule_key(verified) != schedule_key(c.config):
+            fallback = (f"the trained schedule {schedule_key(c.config)} measured "
+                        f"p{m.percentile:g} {m.chosen_ms:.2f} ms > {s.latency_ms:g} ms; "
+                        f"deployed the schedule the closed loop measured within the target, "
+                        f"{schedule_key(verified)}, on the trained weights instead")
             log.warning(fallback)
             model.set_pruning(verified)
             c = Candidate(c.backend, c.max_len, model.pruning)
@@ -117,8 +116,10 @@ def final_report(s: SearchSettings, choice: Candidate, model_dir: str, teacher_d
     cfg = c.config
     real = real_lengths(model.tokenizer, ev_split, workload.seq_len)
     if cfg.policy == "threshold":  # input-dependent counts: measured by the encoder
-        mr = accuracy.reference_result.macs(cfg, workload.seq_len)
-        padded, real_red = mr.reduction_padded, mr.reduction_real
+        r = accuracy.reference_result  # on the inputs truncated to max_len; the baseline not
+        real_red = counts_reduction(model.shape, list(zip(r.lengths, r.kept)), real)
+        padded = real_red * len(real) * dense_macs(workload.seq_len, model.shape) / sum(
+            dense_macs(n, model.shape) for n in real)
     else:
         padded, real_red = reductions(cfg, real, workload.seq_len, c.max_len)
     m = measured.get(workload.kind)
@@ -130,7 +131,8 @@ def final_report(s: SearchSettings, choice: Candidate, model_dir: str, teacher_d
         backend=c.backend, max_len=c.max_len,
         workload={**workload.to_dict(), "threads": s.threads, "device": s.device},
         config=cfg.to_dict(), accuracy=accuracy,
-        predicted_ms=predicted_latency(pred, model, cfg, workload, c.max_len, dev, s.seed),
+        predicted_ms=(m.predicted_ms if m is not None else
+                      predicted_latency(pred, model, cfg, workload, c.max_len, dev, s.seed)),
         predicted_dense_ms=workload.predict(pred, PruningConfig.dense(model.shape)),
         macs_reduction={"real_lengths": real_red, "padded_to_max_len": padded},
         measured={k: v.to_dict() | {"workload_note": (workload if k == workload.kind else
@@ -143,7 +145,7 @@ def dev_accuracy(s: SearchSettings, model: Any, runner: Any, c: Candidate, teach
                  split: Any, workload: Workload, max_loss: float) -> Accuracy:
     """The deployed numerics' and the PyTorch fp32 reference's dev metric, each against the
     fp32 teacher at full length on the same examples (paired bootstrap)."""
-    proxy = ProxyEvaluator(model, split, workload.seq_len, runner_for=lambda _: runner)
+    proxy = ProxyEvaluator(model, split, workload.seq_len, runner_for=lambda *_: runner)
     n = proxy.length(c)
     reference = evaluate(model, split, n, progress=s.progress)
     deployed: EvalResult = reference if c.backend == REFERENCE else \

@@ -42,7 +42,8 @@ from tp_search.search.search_settings import SearchSettings, default_out_dir
 
 log = logging.getLogger("tp.pipeline")
 
-METHODS = ("top", "ltp")
+METHODS = ("top", "ltp", "auto")
+POLICIES = {"top": ("topk",), "ltp": ("threshold",), "auto": ("topk", "threshold")}
 
 
 @dataclass
@@ -164,6 +165,7 @@ def run_pipeline(p: PipelineSettings) -> PipelineResult:
     # deployed) as the teacher itself. The proxy evaluation is throughput work: all cores.
     ss = replace(s, model=student, proxy_model=student, dense_model=teacher,
                  out=str(run_dir / "search"), seq_len=seq_len, holdout=holdout,
+                 policies=POLICIES[p.method],
                  eval_threads=s.eval_threads or os.cpu_count() or 1)
     try:
         sr: SearchResult = stages.run("search", lambda: run_search(ss))
@@ -181,7 +183,7 @@ def run_pipeline(p: PipelineSettings) -> PipelineResult:
         s, choice.candidate, final_dir, teacher, run_dir, sr.workload, here,
         p.final_eval_samples, choice.config if static else None,
         verified=None if static else choice.config, max_loss=p.max_loss))
-    summary.method = "static" if static else p.method
+    summary.method = "static" if static else ("ltp" if choice.candidate.adaptive else "top")
     summary.plan = choice.plan
     summary.search = {"proxy_metric": choice.metric, "predicted_ms": choice.latency_ms,
                       "limit_ms": choice.limit_ms, "backend": choice.backend,
@@ -190,7 +192,7 @@ def run_pipeline(p: PipelineSettings) -> PipelineResult:
     summary.closed_loop = [r.to_dict() for r in choice.rounds]
     summary.train_precision = resolve_precision(p.train_precision)
     summary.stages = stages.to_list()
-    d = summary.to_dict()
+    d = summary.to_dict() | {"run_dir": str(run_dir)}
     atomic_write_text(run_dir / "summary.json", json.dumps(d, indent=2, default=float) + "\n")
     atomic_write_text(run_dir / "report.md", summary.render_markdown())
     return PipelineResult(run_dir, stages.records, d)
@@ -200,9 +202,11 @@ def stopped(run_dir: Path, stages: Stages, s: SearchSettings, why: str) -> None:
     """The report of a job the closed loop stopped (exit code 3)."""
     stages.skip("train", "no candidate measured within the target")
     lines = [f"# tp-search run: {s.latency_ms:g} ms — STOPPED, nothing deployed", "",
-             f"- {why}", f"- The search's report, with every candidate measured: "
-             f"`{run_dir / 'search' / 'report.md'}`", "",
-             "| stage | status | seconds |", "|---|---|---|"]
+             f"- {why}"]
+    search_report = run_dir / "search" / "report.md"
+    if search_report.exists():
+        lines.append(f"- The search's report, with every candidate measured: `{search_report}`")
+    lines += ["", "| stage | status | seconds |", "|---|---|---|"]
     lines += [f"| {st.name} | {st.status} | {st.seconds:.1f} |" for st in stages.records]
     atomic_write_text(run_dir / "report.md", "\n".join(lines) + "\n")
     atomic_write_text(run_dir / "summary.json", json.dumps(

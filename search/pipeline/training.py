@@ -1,6 +1,8 @@
-"""The main job's train stage: ToP gates (or LTP thresholds) trained for the chosen
-candidate, under the latency its plan allows on the chosen backend, on inputs truncated as
-deployed. A candidate that prunes nothing is not trained: the teacher is deployed on it."""
+"""The main job's train stage, for the chosen candidate, under the latency its plan allows on
+the chosen backend, on inputs truncated as deployed: ToP gates for a top-k schedule, LTP's
+soft then hard stages for thresholds (started from the searched ones, the constraint on the
+workload's percentile of per-request predictions). A candidate that prunes nothing is not
+trained: the teacher is deployed on it."""
 from __future__ import annotations
 
 import hashlib
@@ -40,16 +42,18 @@ def train_choice(p: Any, s: Any, sr: SearchResult, stages: Stages, run_dir: Path
     best = Path(sr.out_dir) / "best_config.json"
     # one training directory per searched configuration and plan: a rerun with another
     # target never reuses a model trained for this one
-    tag = hashlib.sha1(f"{choice.keep}{latency}{choice.backend}{choice.max_len}"
-                       .encode()).hexdigest()[:8]
-    if p.method == "top":
+    tag = hashlib.sha1(f"{choice.key}{latency}".encode()).hexdigest()[:8]
+    if not choice.adaptive:
         out_dir = run_dir / f"train-top-{tag}"
         ts = TopSettings(model=student, teacher=teacher, config=str(best), latency_ms=latency,
                          out=str(out_dir), **train_common, **ranking, **epochs)
         out = stages.run("train", lambda: prune_top(ts, trained), lambda: finished(out_dir))
     else:
         out_dir = run_dir / f"train-ltp-{tag}"
+        w = sr.workload
         ls = LtpSettings(model=student, teacher=teacher, latency_ms=latency, out=str(out_dir),
-                         **train_common, **epochs)
+                         init_thresholds=tuple(choice.config.thresholds), workload=w.kind,
+                         percentile=w.percentile, batch=w.batch,
+                         **{**train_common, "seq_len": w.seq_len}, **epochs)
         out = stages.run("train", lambda: prune_ltp(ls, trained), lambda: finished(out_dir))
     return str(Path(out) / "model"), False

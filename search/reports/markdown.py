@@ -16,7 +16,7 @@ from tp_search.search.reports.tables import (
     machines_table,
 )
 from tp_search.search.scoring.proxy import describe_numerics
-from tp_search.search.space.candidates import keep_key
+from tp_search.search.space.candidates import keep_key, schedule_key
 
 if TYPE_CHECKING:  # pragma: no cover
     from tp_search.search.result import MachineChoice, SearchResult
@@ -157,13 +157,19 @@ def choice_lines(r: "SearchResult", c: "MachineChoice") -> list[str]:
     cfg = c.config
     layers = [l for l in range(cfg.shape.num_layers) if cfg.prunes_at(l)]
     n = r.workload.length(c.max_len)
+    if cfg.policy == "threshold":
+        what = [f"- thresholds (LTP, input-adaptive): {schedule_key(cfg)[2:]}",
+                "- tokens kept: as many as each input's attention warrants; latency predicted "
+                "request by request from the counts kept on the workload's inputs"]
+    else:
+        what = [f"- keep fractions: {keep_key(cfg.keep) if cfg.keep else 'dense (all 1)'}"
+                + (f" (pruning at layer{'s' if len(layers) > 1 else ''} "
+                   f"{', '.join(map(str, layers))})" if layers else ""),
+                f"- tokens kept at the workload's p{r.workload.percentile:g} request ({n} real "
+                f"tokens): {cfg.kept_counts(n)}"]
     out = [f"- backend: **{c.backend}** ({spec(c.backend).precision}); input "
            + (f"truncated to **{c.max_len}** tokens" if c.max_len else "not truncated"),
-           f"- keep fractions: {keep_key(cfg.keep) if cfg.keep else 'dense (all 1)'}"
-           + (f" (pruning at layer{'s' if len(layers) > 1 else ''} "
-              f"{', '.join(map(str, layers))})" if layers else ""),
-           f"- tokens kept at the workload's p{r.workload.percentile:g} request ({n} real "
-           f"tokens): {cfg.kept_counts(n)}",
+           *what,
            f"- predicted latency: {c.latency_ms:.3f} ms at the workload, plan "
            f"{fmt(c.limit_ms, '.2f')} ms (dense {c.dense_ms:.3f} ms: predicted speedup "
            f"{c.dense_ms / c.latency_ms:.2f}x)",

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import pandas as pd
 
 from tp_search.pruning.macs import reductions
+from tp_search.search.space.candidates import schedule_key
 from tp_search.search.selection.entries import Scored, feasible, keep_text, nearest, pareto
 from tp_search.search.space.candidates import SearchSpace, prune_param, ratio_param
 
@@ -56,7 +57,9 @@ def trials_table(entries: Sequence[Scored], space: SearchSpace, machines: Sequen
             row[feas_col(m, machines)] = e.feasible.get(m)
         row["macs_reduction_workload"] = e.macs_reduction
         mk = (row["keep"], c.max_len)
-        if mk not in dev_macs:  # both dev baselines, padded to seq_len and real lengths
+        if c.adaptive:  # input-dependent counts: the workload figure is all there is
+            dev_macs[mk] = (None, None)
+        elif mk not in dev_macs:  # both dev baselines, padded to seq_len and real lengths
             dev_macs[mk] = reductions(c.config, counts, seq_len, c.max_len)
         row["macs_reduction_padded"], row["macs_reduction_real"] = dev_macs[mk]
         row["metric"] = e.metric
@@ -136,8 +139,8 @@ def machines_table(result: "SearchResult") -> pd.DataFrame:
         rows.append({
             "machine": c.machine_id, "dense_ms": c.dense_ms, "fastest_ms": c.fastest_ms,
             "dense_expected_ms": c.dense_expected_ms, "trial": c.trial, "backend": c.backend,
-            "max_len": c.max_len, "keep": ",".join(f"{k:g}" for k in c.candidate.keep)
-            if c.config.keep else "dense",
+            "max_len": c.max_len, "keep": schedule_key(c.config) if not c.config.is_dense
+            else "dense",
             "predicted_ms": c.latency_ms, "limit_ms": c.limit_ms, "expected_ms": c.expected_ms,
             "meets_target_predicted": c.limit_ms is not None and c.latency_ms <= c.limit_ms,
             "metric": c.metric, "macs_reduction_workload": c.macs.get("workload"),

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from tp_search.pruning.config import PruningConfig, kept_counts
-from tp_search.pruning.macs import reduction
+from tp_search.pruning.core.errors import TpError
+from tp_search.pruning.macs import counts_reduction, reduction
 from tp_search.pruning.runtime.registry import numerics
 
-from tp_search.search.space.candidates import Candidate, SearchSpace, keep_key
-from tp_search.search.space.workload import Workload
+from tp_search.search.space.candidates import Candidate, SearchSpace, keep_key, schedule_key
+from tp_search.search.space.workload import Request, Workload
 
 ATTR = "tp"  # the one user attribute a trial carries (one storage write per trial)
 PESSIMISTIC = -1.0  # the metric an infeasible (unevaluated) trial reports to the sampler
@@ -30,7 +31,7 @@ Predictors = Mapping[str, Mapping[str, Any]]
 
 def metric_key(c: Candidate) -> str:
     """What decides a candidate's metric: its numerics, its input length, its schedule."""
-    return f"{numerics(c.backend)}|{c.max_len}|{keep_key(c.keep)}"
+    return f"{numerics(c.backend)}|{c.max_len}|{schedule_key(c.config)}"
 
 
 @dataclass(frozen=True)
@@ -60,10 +61,12 @@ class Checker:
 
     def __init__(self, predictors: Predictors, latency_ms: float, workload: Workload,
                  min_macs_reduction: float | None = None,
-                 limits: Mapping[str, Mapping[str, float]] | None = None) -> None:
+                 limits: Mapping[str, Mapping[str, float]] | None = None,
+                 counts: Callable[[Candidate], list[Request]] | None = None) -> None:
         self.predictors = {m: dict(p) for m, p in predictors.items()}
         self.latency_ms, self.workload = float(latency_ms), workload
         self.min_macs_reduction = min_macs_reduction
+        self.counts = counts  # per-request kept counts of threshold candidates
         self.limits = {m: {b: float((limits or {}).get(m, {}).get(b, latency_ms)) for b in p}
                        for m, p in self.predictors.items()}
         any_predictor = next(iter(next(iter(self.predictors.values())).values()))
@@ -71,12 +74,26 @@ class Checker:
 
     def latency(self, machine: str, c: Candidate) -> float:
         p = self.predictors[machine].get(c.backend)
-        return float("inf") if p is None else self.workload.predict(p, c.config, c.max_len)
+        if p is None:
+            return float("inf")
+        if c.adaptive:  # input-dependent counts: the percentile of per-request predictions
+            return self.workload.predict_requests(p, c.config, self._counts(c))
+        return self.workload.predict(p, c.config, c.max_len)
+
+    def _counts(self, c: Candidate) -> list[Request]:
+        if self.counts is None:
+            raise TpError("threshold candidates need their kept counts: the search builds "
+                          "the Checker with counts=KeptCounts(...)")
+        return self.counts(c)
 
     def limit(self, machine: str, backend: str) -> float:
         return self.limits[machine].get(backend, float("-inf"))
 
     def macs_reduction(self, c: Candidate) -> float:
+        if c.adaptive:
+            reqs = self._counts(c)
+            base = getattr(self.counts, "dense_lengths", None)
+            return counts_reduction(c.config.shape, reqs, base(c) if base else None)
         return reduction(c.config, self.workload.length(), c.max_len)
 
     def __call__(self, c: Candidate) -> Check:
@@ -193,6 +210,7 @@ class Objective:
         attrs: dict[str, Any] = {
             "backend": cand.backend, "max_len": cand.max_len, "keep": list(cand.keep),
             "keep_key": keep_key(cand.keep), "key": cand.key, "metric_key": metric_key(cand),
+            "policy": cand.config.policy, "thresholds": list(cand.config.thresholds or ()),
             "latency_ms": c.latency_ms, "macs_reduction": c.macs_reduction,
             "feasible": c.feasible, "constraints": list(c.constraints), "metric": None,
             "evaluated": "skipped", "sampler_seed": self.sampler_seed}

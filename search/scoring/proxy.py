@@ -25,9 +25,9 @@ from tp_search.pruning.core.errors import TpError
 from tp_search.pruning.model.encoder import PrunedBert
 
 from tp_search.pruning.runtime.registry import numerics, spec
-from tp_search.search.space.candidates import Candidate
+from tp_search.search.space.candidates import Candidate, schedule_key
 
-RunnerFor = Callable[[str], Any]  # backend -> its keep-input runner, taking (batch, keep=...)
+RunnerFor = Callable[[str, str], Any]  # (backend, policy) -> a schedule-input runner
 
 
 class ProxyEvaluator:
@@ -39,6 +39,7 @@ class ProxyEvaluator:
         self.batch_size, self.device, self.runner_for = batch_size, device, runner_for
         self.metric = metrics.primary(split.task.metric)
         self.runners: dict[str, Any] = {}
+        self.results: dict[str, EvalResult] = {}  # by numerics, length and schedule
         self.calls = 0
 
     def length(self, c: Candidate) -> int:
@@ -48,14 +49,21 @@ class ProxyEvaluator:
         return float(self.result(c).score)
 
     def result(self, c: Candidate) -> EvalResult:
-        """The candidate's evaluation, per-example predictions included."""
+        """The candidate's evaluation, per-example predictions (and for the fp32 encoder,
+        per-example kept counts) included; computed once per numerics, length, schedule."""
         if self.dense is not None and c.config.is_dense:
             return self.dense.result(c)
-        self.calls += 1
-        if numerics(c.backend) == "fp32":  # every fp32 backend matches the encoder
-            return evaluate(self.model, self.split, self.length(c), self.batch_size,
-                            pruning=c.config, device=self.device)
-        return self.runner_result(self.runner(c.backend), c)
+        key = f"{numerics(c.backend)}|{self.length(c)}|{schedule_key(c.config)}"
+        if key not in self.results:
+            self.calls += 1
+            if numerics(c.backend) == "fp32":  # every fp32 backend matches the encoder
+                r = evaluate(self.model, self.split, self.length(c), self.batch_size,
+                             pruning=c.config, device=self.device)
+            else:
+                policy = "threshold" if c.adaptive else "topk"  # dense: keep 1 everywhere
+                r = self.runner_result(self.runner(c.backend, policy), c)
+            self.results[key] = r
+        return self.results[key]
 
     def on(self, split: Split) -> "ProxyEvaluator":
         """The same models and runners scoring another slice (successive halving)."""
@@ -65,20 +73,22 @@ class ProxyEvaluator:
         other.runners = self.runners
         return other
 
-    def runner(self, backend: str) -> Any:
-        """The keep-input runner with ``backend``'s numerics (one per numerics)."""
-        key = numerics(backend)
+    def runner(self, backend: str, policy: str = "topk") -> Any:
+        """The runner whose schedule is an input (keep fractions, or thresholds), with
+        ``backend``'s numerics: one per numerics and policy."""
+        key = f"{numerics(backend)}|{policy}"
         if key not in self.runners:
             if self.runner_for is None:
                 raise TpError(f"no {backend} runtime to evaluate candidates with; install "
                               f"it or restrict --backend")
-            self.runners[key] = self.runner_for(backend)
+            self.runners[key] = self.runner_for(backend, policy)
         return self.runners[key]
 
     def runner_result(self, runner: Any, c: Candidate) -> EvalResult:
         """``runner`` under ``c``'s schedule on the truncated slice."""
+        schedule = list(c.config.thresholds) if c.adaptive else list(c.keep)
         return evaluate_runner(runner, self.split, self.length(c), self.model.tokenizer,
-                               self.batch_size, keep=list(c.keep))
+                               self.batch_size, keep=schedule)
 
     def evaluate_runner(self, runner: Any, c: Candidate) -> float:
         return float(self.runner_result(runner, c).score)

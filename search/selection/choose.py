@@ -4,11 +4,14 @@ Also the refusal of targets no candidate of the space can meet."""
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from typing import Any, Sequence
+
+import numpy as np
 
 from tp_search.pruning.config import PruningConfig
 from tp_search.pruning.core.errors import InfeasibleError
-from tp_search.pruning.macs import reductions
+from tp_search.pruning.macs import counts_reduction, dense_macs, reductions
 from tp_search.pruning.runtime import REFERENCE, spec
 from tp_search.search.context import Context, model_label
 from tp_search.search.result import MachineChoice
@@ -20,6 +23,7 @@ from tp_search.search.selection.halving import Rescored
 from tp_search.search.selection.verify import Measurement
 from tp_search.search.space.candidates import Candidate
 from tp_search.search.space.planning import Plan
+from tp_search.search.space.workload import per_request
 
 
 def dense_latency(ctx: Context, checker: Checker, machine: str, backend: str) -> float:
@@ -33,8 +37,22 @@ def reference_latency(ctx: Context, checker: Checker, machine: str) -> float | N
 
 
 def macs_of(c: Candidate, ctx: Context, checker: Checker) -> dict[str, float]:
+    if c.adaptive:  # the counts it kept on the workload's inputs
+        reqs, base = ctx.counts(c), ctx.counts.dense_lengths(c)
+        real = counts_reduction(ctx.shape, reqs, base)
+        padded = real * dense_macs(ctx.seq_len, ctx.shape) * len(reqs) / sum(
+            dense_macs(n, ctx.shape) for n in base)
+        return {"workload": checker.macs_reduction(c), "padded": padded, "real": real}
     padded, real = reductions(c.config, Counter(ctx.lengths), ctx.seq_len, c.max_len)
     return {"workload": checker.macs_reduction(c), "padded": padded, "real": real}
+
+
+def expected_of(ctx: Context, predictor: Any, c: Candidate) -> float | None:
+    """Mean predicted latency over the dev inputs' lengths; for an adaptive candidate,
+    over the requests whose kept counts it was planned with."""
+    if c.adaptive:
+        return float(np.mean(per_request(predictor, c.config, ctx.counts(c))))
+    return expected_latency(predictor, c.config, ctx.lengths, c.max_len)
 
 
 def machine_choice(s: SearchSettings, ctx: Context, checker: Checker, machine: str,
@@ -45,7 +63,7 @@ def machine_choice(s: SearchSettings, ctx: Context, checker: Checker, machine: s
     c = entry.candidate
     p = ctx.predictors[machine][c.backend]
     lat = entry.latency_ms[machine]
-    exp = expected_latency(p, c.config, ctx.lengths, c.max_len)
+    exp = expected_of(ctx, p, c)
     dense_exp = expected_latency(p, PruningConfig.dense(ctx.shape), ctx.lengths)
     dense_ms = dense_latency(ctx, checker, machine, c.backend)
     macs = macs_of(c, ctx, checker)
@@ -69,7 +87,7 @@ def machine_choice(s: SearchSettings, ctx: Context, checker: Checker, machine: s
     if measurement is not None:
         meta["measured"] = measurement.to_dict()
     cfg = (PruningConfig.dense(ctx.shape, **meta) if c.config.is_dense
-           else PruningConfig.topk(ctx.shape, c.keep, method="search", **meta))
+           else replace(c.config, method="search", meta=meta))  # top-k or thresholds
     resc = None if rescored is None else {
         "metric": rescored.metric, "examples": rescored.examples,
         "search_metric": rescored.search_metric, "vs_dense": rescored.vs_dense.to_dict()}

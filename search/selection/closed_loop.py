@@ -22,7 +22,7 @@ from tp_search.pruning.config import PruningConfig
 from tp_search.pruning.runtime import get_backend
 from tp_search.search.scoring.objective import Checker
 from tp_search.search.selection.halving import Rescored
-from tp_search.search.selection.verify import Window, time_runners
+from tp_search.search.selection.verify import Window, predicted_requests, time_runners
 from tp_search.search.space.candidates import Candidate
 from tp_search.search.space.planning import Plan, plan, validated_error
 
@@ -43,10 +43,14 @@ class MeasuredCandidate:
     median_ms: float
     at_percentile_ms: float
     meets: bool
+    workload: str = "max"
 
     @property
     def error_pct(self) -> float:
-        return 100.0 * (self.predicted_ms - self.median_ms) / self.median_ms
+        """As ``Measurement.error_pct``: against the median (max workload) or the
+        percentile request (dev workload, predicted at the percentile's length)."""
+        ref = self.median_ms if self.workload == "max" else self.at_percentile_ms
+        return 100.0 * (self.predicted_ms - ref) / ref
 
 
 @dataclass(frozen=True)
@@ -105,9 +109,10 @@ def measure_contenders(contenders: Sequence[Rescored], checker: Checker, machine
         measured.append(MeasuredCandidate(
             c.key, c.describe(), e.number, c.backend, r.metric, r.search_metric,
             (100 * d.diff, 100 * d.low, 100 * d.high), e.latency_ms[machine],
-            checker.limit(machine, c.backend), t.median_ms, t.at(q), t.at(q) <= bar))
+            checker.limit(machine, c.backend), t.median_ms, t.at(q), t.at(q) <= bar, wl.kind))
     backends = [BackendWindow(b, w.timed[name].median_ms, w.timed[name].at(q),
-                              w.timed[name].tail(q), correction(w, checker, machine, b, picked))
+                              w.timed[name].tail(q),
+                              correction(w, checker, machine, b, picked, model))
                 for b, name in dense_of.items()]
     met = [m for m in measured if m.meets]
     best = max(met, key=lambda m: (m.metric, m.median_ms), default=None)
@@ -116,7 +121,7 @@ def measure_contenders(contenders: Sequence[Rescored], checker: Checker, machine
 
 
 def correction(w: Window, checker: Checker, machine: str, backend: str,
-               picked: Sequence[Rescored]) -> float:
+               picked: Sequence[Rescored], model: Any) -> float:
     """Measured median over predicted, request by request, over ``backend``'s runners in
     ``w`` (its contenders and its dense model)."""
     pred = checker.predictors[machine][backend]
@@ -126,7 +131,8 @@ def correction(w: Window, checker: Checker, machine: str, backend: str,
     ratios = []
     for name, cfg in runs:
         t = w.timed[name]
-        ratios.append(t.ratio_to([pred.predict(cfg, n) for n in t.lengths]))
+        ratios.append(t.ratio_to(predicted_requests(pred, model, cfg, w.feeds[name],
+                                                    t.lengths)))
     return float(np.median(ratios))
 
 
@@ -138,10 +144,12 @@ def refit(rnd: LoopRound, checker: Checker, machine: str, target_ms: float, marg
     for bw in rnd.backends:
         pred = checker.predictors[machine][bw.backend]
         pred.correction *= bw.correction
-        plans[bw.backend] = plan(target_ms, rnd.percentile, margin, bw.tail,
+        tail = max(bw.tail, pred.tail(rnd.percentile))  # one window is one sample
+        plans[bw.backend] = plan(target_ms, rnd.percentile, margin, tail,
                                  validated_error(pred))
-        log.info("%s on %s: predictions x%.3f (measured/predicted), p%g tail %.3f -> plan "
-                 "%s", bw.backend, machine, bw.correction, rnd.percentile, bw.tail,
+        log.info("%s on %s: predictions x%.3f (measured/predicted), p%g tail %.3f (window "
+                 "%.3f) -> plan %s", bw.backend, machine, bw.correction, rnd.percentile, tail,
+                 bw.tail,
                  plans[bw.backend].describe())
     rnd.plans = {b: p.to_dict() for b, p in plans.items()}
     return plans

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Sequence
 
 from tp_search.pruning.config import PruningConfig
 from tp_search.search.scoring.objective import Checker, metric_key
-from tp_search.search.space.candidates import Candidate, keep_key
+from tp_search.search.space.candidates import Candidate, schedule_key
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,12 @@ def scored(entries: Iterable[Any], checker: Checker) -> list[Scored]:
         a = e.attrs
         shape = checker.shape
         keep = tuple(float(k) for k in a["keep"])
-        cfg = (PruningConfig.dense(shape) if all(k >= 1.0 for k in keep)
-               else PruningConfig.topk(shape, keep))
+        if a.get("policy") == "threshold":
+            cfg = PruningConfig.threshold(shape, a["thresholds"], method="search")
+        elif all(k >= 1.0 for k in keep):
+            cfg = PruningConfig.dense(shape)
+        else:
+            cfg = PruningConfig.topk(shape, keep)
         c = Candidate(a["backend"], int(a.get("max_len", 0)), cfg)
         check = checker(c)
         out.append(Scored(number, e.run, e.index, e.record, c, a.get("metric"),
@@ -122,4 +126,5 @@ def describe(e: Scored, machine: str) -> str:
 
 
 def keep_text(e: Scored) -> str:
-    return keep_key(e.candidate.keep)
+    """The schedule as reports write it: keep fractions, or "t:" and thresholds."""
+    return schedule_key(e.candidate.config)

@@ -11,7 +11,7 @@ off its dense runner in the same window.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -20,8 +20,8 @@ import torch
 from tp_search.pruning.data import Split, batches
 from tp_search.pruning.measure.timed_inputs import fixed_inputs
 from tp_search.pruning.measure.timing import Timing, time_interleaved
-from tp_search.pruning.model.encoder import PrunedBert
-from tp_search.search.space.workload import Workload
+from tp_search.pruning.model.encoder import ForwardInfo, PrunedBert
+from tp_search.search.space.workload import Workload, percentile_of
 
 TimedCall = Callable[..., torch.Tensor]  # a runner: runner(batch) -> logits
 
@@ -45,11 +45,16 @@ class Timed:
     lengths: list[int]  # real tokens of each request's longest input (after truncation)
 
     def at(self, percentile: float) -> float:
-        return float(np.percentile(self.samples, percentile))
+        """An observed latency, as the target is judged (inverted CDF)."""
+        return percentile_of(self.samples.ravel(), percentile)
 
     @property
     def median_ms(self) -> float:
         return float(np.median(self.samples))
+
+    def request_medians(self) -> list[float]:
+        """Each request's median over the repeated rounds."""
+        return [float(m) for m in np.median(self.samples, axis=0)]
 
     def timing(self) -> Timing:
         return Timing.of(self.samples.ravel())
@@ -70,6 +75,32 @@ class Window:
     timed: dict[str, Timed]
     seconds: float
     rounds: int
+    feeds: dict[str, list[dict[str, torch.Tensor]]]  # each runner's requests
+
+
+@torch.inference_mode()
+def request_counts(model: PrunedBert, cfg: Any, feeds: list[dict[str, torch.Tensor]]
+                   ) -> list[tuple[int, list[int]]]:
+    """(real tokens, kept after each layer) of each request, from the PyTorch encoder: how an
+    input-adaptive model's requests are predicted one by one."""
+    out = []
+    for f in feeds:
+        info = ForwardInfo()
+        model(f["input_ids"], f.get("attention_mask"), f.get("token_type_ids"), pruning=cfg,
+              info=info)
+        mask = f.get("attention_mask")
+        n = int(mask.sum(1).max()) if mask is not None else f["input_ids"].shape[1]
+        out.append((n, [int(k.max()) for k in info.kept]))
+    return out
+
+
+def predicted_requests(pred: Any, model: PrunedBert, cfg: Any,
+                       feeds: list[dict[str, torch.Tensor]], lengths: list[int]) -> list[float]:
+    """The prediction of each request: from its length (top-k) or its kept counts."""
+    if cfg.policy == "threshold":
+        prunes = [cfg.prunes_at(l) for l in range(cfg.shape.num_layers)]
+        return [pred.predict_counts(n, k, prunes) for n, k in request_counts(model, cfg, feeds)]
+    return [pred.predict(cfg, n) for n in lengths]
 
 
 def time_runners(runners: Mapping[str, tuple[TimedCall, int]], model: PrunedBert,
@@ -109,7 +140,7 @@ def time_runners(runners: Mapping[str, tuple[TimedCall, int]], model: PrunedBert
         per = np.stack([v[order == j][: len(v) // count] for j in range(count)], 1)
         lengths = [int(f["attention_mask"].sum(1).max()) for f in feeds[name]]
         out[name] = Timed(per, lengths)
-    return Window(out, seconds, rounds)
+    return Window(out, seconds, rounds, feeds)
 
 
 @dataclass(frozen=True)
@@ -126,6 +157,8 @@ class Measurement:
     repeats: int
     workload: str
     spread: float = float("nan")  # the dense runner's percentile over its median: the tail
+    # the chosen runner request by request: real tokens, predicted and measured median ms
+    per_request: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def chosen(self) -> Timing:
@@ -172,6 +205,10 @@ class Measurement:
                 "speedup_vs_dense": self.speedup,
                 "speedup_vs_reference": self.speedup_vs_reference, "repeats": self.repeats,
                 "workload": self.workload, "machine_spread": self.spread,
+                "per_request": self.per_request,
+                "per_request_median_abs_error_pct": (float(np.median([
+                    abs(r["predicted_ms"] / r["measured_ms"] - 1) for r in self.per_request]))
+                    * 100 if self.per_request else None),
                 "note": f"median of interleaved runs; the target is judged at the "
                         f"p{self.percentile:g} of the chosen runner's latency; machine_spread "
                         f"is the dense runner's p{self.percentile:g} over its median in the "
@@ -179,13 +216,27 @@ class Measurement:
 
 
 def measure(runners: Mapping[str, tuple[TimedCall, int]], model: PrunedBert,
-            split: Split | None, workload: Workload, predicted_ms: float,
-            predicted_dense_ms: float, target_ms: float, threads: int, repeats: int = 30,
-            warmup: int = 5, device: str = "cpu", seed: int = 0) -> Measurement:
-    """Time ``runners`` (name -> (runner, max_len)); "chosen" and "dense" are required."""
+            split: Split | None, workload: Workload, predictor: Any, cfg: Any,
+            target_ms: float, threads: int, repeats: int = 30, warmup: int = 5,
+            device: str = "cpu", seed: int = 0) -> Measurement:
+    """Time ``runners`` (name -> (runner, max_len)); "chosen" (running ``cfg``) and "dense"
+    are required. The chosen runner's requests are predicted one by one (from their kept
+    counts for a threshold model) and its prediction is their percentile."""
     w = time_runners(runners, model, split, workload, threads, repeats, warmup, device, seed)
     q = workload.percentile
+    chosen = w.timed["chosen"]
+    per = predicted_requests(predictor, model, cfg, w.feeds["chosen"], chosen.lengths)
+    dense_cfg = type(cfg).dense(cfg.shape)
+    dense_pred = predicted_requests(predictor, model, dense_cfg, w.feeds["dense"],
+                                    w.timed["dense"].lengths)
     return Measurement({n: t.timing() for n, t in w.timed.items()},
-                       {n: t.at(q) for n, t in w.timed.items()}, q, predicted_ms,
-                       predicted_dense_ms, target_ms, w.rounds, workload.kind,
-                       spread=w.timed["dense"].tail(q))
+                       {n: t.at(q) for n, t in w.timed.items()}, q, percentile_of(per, q),
+                       percentile_of(dense_pred, q), target_ms, w.rounds, workload.kind,
+                       spread=w.timed["dense"].tail(q),
+                       per_request=per_request_rows(chosen, per))
+
+
+def per_request_rows(timed: Timed, predicted: list[float]) -> list[dict[str, float]]:
+    """Request by request: real tokens, predicted and measured median ms."""
+    return [{"tokens": n, "predicted_ms": p, "measured_ms": m}
+            for n, p, m in zip(timed.lengths, predicted, timed.request_medians())]

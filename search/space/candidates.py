@@ -1,4 +1,5 @@
-"""The search space: runtime, input length, and ToP's coarse-to-fine pruning choices.
+"""The search space: runtime, input length, and the pruning policy's choices: ToP's
+coarse-to-fine top-k schedules, or LTP's input-adaptive thresholds.
 
 A point is a ``Candidate``: the backend it runs on (``backend``: torch, ort, ort-int8 —
 asked only when there is more than one), the length inputs are truncated to (``max_len``,
@@ -9,6 +10,15 @@ layer 0 never prunes). Fine: how much a pruning layer keeps of what entered it
 define-by-run, conditional space). ``keep[l] = max(floor, keep[l-1] * ratio_l)`` rounded to
 4 decimals, and non-pruning layers repeat the previous value, so keep fractions are
 non-increasing by construction and any parameter dict maps to a valid configuration.
+
+Thresholds (``policy`` = threshold, asked only when both policies are searched) follow
+LTP's own family, ``theta_l = theta * l / L`` (layer 0 never prunes), with one ``theta``
+searched on a log scale, relative to the workload's typical length (a token's importance,
+the attention it receives, averages 1/N over N tokens): ``theta = theta_rel / ref_length``.
+One parameter, because each threshold trial costs a forward pass over the latency inputs
+(its kept counts depend on the input) and NSGA-II samples a 1-D family densely in a hundred
+trials where a free value per layer would leave a 5-D space nearly empty; LTP's soft
+stage then learns the per-layer values from this start.
 """
 from __future__ import annotations
 
@@ -24,7 +34,9 @@ from tp_search.pruning.runtime.registry import REFERENCE
 DECIMALS = 4  # keep fractions are rounded: readable outputs, stable cache keys
 
 
-BACKEND, MAX_LEN = "backend", "max_len"
+BACKEND, MAX_LEN, POLICY, THETA = "backend", "max_len", "policy", "theta"
+POLICIES = ("topk", "threshold")
+THETA_RANGE = (0.05, 4.0)  # theta_rel: theta times the workload's typical length
 
 
 @dataclass(frozen=True)
@@ -42,10 +54,17 @@ class Candidate:
     @property
     def key(self) -> str:
         """Identifies the candidate (trials, reports)."""
-        return f"{self.backend}|{self.max_len}|{keep_key(self.keep)}"
+        return f"{self.backend}|{self.max_len}|{schedule_key(self.config)}"
+
+    @property
+    def adaptive(self) -> bool:
+        """A threshold candidate: how many tokens it keeps depends on the input."""
+        return self.config.policy == "threshold"
 
     def describe(self) -> str:
         trunc = f", truncated to {self.max_len} tokens" if self.max_len else ""
+        if self.adaptive:
+            return f"{self.backend}{trunc}, thresholds {schedule_key(self.config)[2:]}"
         return f"{self.backend}{trunc}, keep {keep_key(self.keep)}"
 
 
@@ -66,6 +85,8 @@ class SearchSpace:
     floor: float = 0.02  # smallest keep fraction (CLS always survives anyway)
     backends: tuple[str, ...] = (REFERENCE,)  # runtimes to choose from
     lengths: tuple[int, ...] = (0,)  # truncation lengths to choose from (0: none)
+    policies: tuple[str, ...] = ("topk",)  # topk (ToP), threshold (LTP) or both
+    ref_length: float = 128.0  # the workload's typical length: thresholds scale with 1/N
 
     def __post_init__(self) -> None:
         L = self.shape.num_layers
@@ -89,6 +110,9 @@ class SearchSpace:
         if not lengths or min(lengths) < 0:
             raise TpError(f"truncation lengths {self.lengths} must be positive (0: none)")
         object.__setattr__(self, "lengths", lengths)
+        bad = [p for p in self.policies if p not in POLICIES]
+        if bad or not self.policies:
+            raise TpError(f"pruning policies {self.policies}: use {', '.join(POLICIES)}")
 
     # ---- parameters -> configuration ---------------------------------------------------
     def keep(self, params: Mapping[str, Any]) -> tuple[float, ...]:
@@ -106,12 +130,24 @@ class SearchSpace:
     def to_config(self, params: Mapping[str, Any], **meta: Any) -> PruningConfig:
         return PruningConfig.topk(self.shape, self.keep(params), method="search", **meta)
 
+    def thresholds(self, theta_rel: float) -> tuple[float, ...]:
+        """LTP's family: theta_l = theta * l / L, theta = theta_rel / ref_length."""
+        L = self.shape.num_layers
+        theta = float(theta_rel) / self.ref_length
+        return tuple(round(min(theta * l / L, 0.999), 8) for l in range(L))
+
     def to_candidate(self, params: Mapping[str, Any]) -> Candidate:
         backend = params.get(BACKEND, self.backends[0])
         max_len = int(params.get(MAX_LEN, self.lengths[0]))
-        if backend not in self.backends or max_len not in self.lengths:
-            raise TpError(f"backend {backend!r} / max_len {max_len} is outside the search "
-                          f"space ({self.describe()})")
+        policy = params.get(POLICY, self.policies[0])
+        if backend not in self.backends or max_len not in self.lengths \
+                or policy not in self.policies:
+            raise TpError(f"backend {backend!r} / max_len {max_len} / policy {policy!r} is "
+                          f"outside the search space ({self.describe()})")
+        if policy == "threshold":
+            cfg = PruningConfig.threshold(self.shape, self.thresholds(params[THETA]),
+                                          method="search")
+            return Candidate(backend, max_len, cfg)
         return Candidate(backend, max_len, self.to_config(params))
 
     def suggest(self, trial: Any) -> Candidate:
@@ -121,6 +157,11 @@ class SearchSpace:
             params[BACKEND] = trial.suggest_categorical(BACKEND, self.backends)
         if len(self.lengths) > 1:
             params[MAX_LEN] = trial.suggest_categorical(MAX_LEN, self.lengths)
+        if len(self.policies) > 1:
+            params[POLICY] = trial.suggest_categorical(POLICY, self.policies)
+        if params.get(POLICY, self.policies[0]) == "threshold":
+            params[THETA] = trial.suggest_float(THETA, *THETA_RANGE, log=True)
+            return self.to_candidate(params)
         for l in self.layers:
             prune = trial.suggest_categorical(prune_param(l), (False, True))
             params[prune_param(l)] = prune
@@ -137,6 +178,10 @@ class SearchSpace:
                 out[name] = CategoricalDistribution(self.backends)
             elif name == MAX_LEN:
                 out[name] = CategoricalDistribution(self.lengths)
+            elif name == POLICY:
+                out[name] = CategoricalDistribution(self.policies)
+            elif name == THETA:
+                out[name] = FloatDistribution(*THETA_RANGE, log=True)
             elif name.startswith("prune_"):
                 out[name] = CategoricalDistribution((False, True))
             elif name.startswith("ratio_"):
@@ -153,7 +198,17 @@ class SearchSpace:
             params[BACKEND] = c.backend
         if len(self.lengths) > 1:
             params[MAX_LEN] = c.max_len
+        if len(self.policies) > 1:
+            params[POLICY] = "threshold" if c.adaptive else "topk"
+        if c.adaptive:
+            return {**params, THETA: self.theta_of(c.config)}
         return {**params, **self.to_params(c.config)}
+
+    def theta_of(self, cfg: PruningConfig) -> float:
+        """The searched theta_rel of a threshold configuration of the family."""
+        L = self.shape.num_layers
+        return min(max(cfg.thresholds[-1] * L / (L - 1) * self.ref_length, THETA_RANGE[0]),
+                   THETA_RANGE[1])
 
     def to_params(self, cfg: PruningConfig) -> dict[str, Any]:
         """The pruning parameters that reproduce ``cfg``.
@@ -202,18 +257,33 @@ class SearchSpace:
 
     def describe(self) -> str:
         trunc = ", ".join(str(n) if n else "none" for n in self.lengths)
-        return (f"backends {', '.join(self.backends)}; truncation {trunc}; layers "
-                f"{','.join(map(str, self.layers))} may prune, ratio "
-                f"[{self.min_ratio}, {self.max_ratio}] per pruning layer, keep floor "
-                f"{self.floor}")
+        parts = []
+        if "topk" in self.policies:
+            parts.append(f"top-k: layers {','.join(map(str, self.layers))} may prune, ratio "
+                         f"[{self.min_ratio}, {self.max_ratio}] per pruning layer, keep floor "
+                         f"{self.floor}")
+        if "threshold" in self.policies:
+            parts.append(f"thresholds theta_l = theta * l / L, theta in "
+                         f"[{THETA_RANGE[0]:g}, {THETA_RANGE[1]:g}] / {self.ref_length:.0f} "
+                         "tokens (log scale)")
+        return (f"backends {', '.join(self.backends)}; truncation {trunc}; "
+                + "; ".join(parts))
 
     def to_dict(self) -> dict[str, Any]:
         return {"backends": list(self.backends), "lengths": list(self.lengths),
+                "policies": list(self.policies), "ref_length": self.ref_length,
                 "layers": list(self.layers), "min_ratio": self.min_ratio,
                 "max_ratio": self.max_ratio, "floor": self.floor,
                 "parametrisation": "backend and max_len categorical (when more than one); "
                                    "prune_<l> bool; ratio_<l> only when prune_<l>; "
                                    "keep[l] = max(floor, round(keep[l-1] * ratio_l, 4))"}
+
+
+def schedule_key(cfg: PruningConfig) -> str:
+    """What a configuration keeps, as text: its keep fractions, or "t:" and thresholds."""
+    if cfg.policy == "threshold":
+        return "t:" + ",".join(f"{t:.6g}" for t in cfg.thresholds)
+    return keep_key(cfg.keep or (1.0,) * cfg.shape.num_layers)
 
 
 def keep_key(keep: tuple[float, ...] | list[float]) -> str:

@@ -18,6 +18,7 @@ import numpy as np
 
 from tp_search.pruning.config import PruningConfig
 from tp_search.pruning.core.errors import TpError
+from tp_search.pruning.measure.requests import Request, group_requests, percentile_of  # noqa: F401
 
 WORKLOADS = ("max", "dev")
 
@@ -58,6 +59,12 @@ class Workload:
         prediction at the percentile's request length."""
         return predictor.predict(cfg, self.length(max_len))
 
+    def predict_requests(self, predictor: Any, cfg: PruningConfig,
+                         requests: Sequence[Request]) -> float:
+        """The percentile of per-request predictions, each from its own kept counts (an
+        input-adaptive policy: length no longer orders latency)."""
+        return percentile_of(per_request(predictor, cfg, requests), self.percentile)
+
     def describe(self, short: bool = False) -> str:
         p = f"p{self.percentile:g}"
         if self.kind == "max":
@@ -78,6 +85,12 @@ class Workload:
         return {"kind": self.kind, "seq_len": self.seq_len, "batch": self.batch,
                 "percentile": self.percentile, "requests": len(self.request_lengths()),
                 "percentile_length": self.length(), "note": self.describe()}
+
+
+def per_request(predictor: Any, cfg: PruningConfig, requests: Sequence[Request]
+                ) -> list[float]:
+    prunes = [cfg.prunes_at(l) for l in range(cfg.shape.num_layers)]
+    return [predictor.predict_counts(n, kept, prunes) for n, kept in requests]
 
 
 def dev_requests(lengths: Sequence[int], seq_len: int) -> tuple[int, ...]:

@@ -6,13 +6,20 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from tp_search.pruning.config import PruningConfig
 from tp_search.pruning.runtime.registry import spec
 from tp_search.search.context import Context, identity
-from tp_search.search.scoring.objective import Checker, Objective, fastest_schedule, metric_key
+from tp_search.search.scoring.objective import (
+    PESSIMISTIC,
+    Checker,
+    Objective,
+    fastest_schedule,
+    metric_key,
+)
 from tp_search.search.search_settings import SearchSettings
 from tp_search.search.space.candidates import Candidate
 from tp_search.search.study.record import Entry, Record
@@ -21,6 +28,8 @@ from tp_search.search.study.trial_loop import derived_seed, open_study, run_id, 
 from tp_search.search.study.working_study import WorkStudy
 
 log = logging.getLogger("tp.search")
+
+THRESHOLD_SEEDS = (0.25, 0.5, 1.0, 2.0)  # theta_rel of the first threshold trials
 
 
 class StudySession:
@@ -49,8 +58,11 @@ class StudySession:
                  "created" if created else "resumed", self.name, redact(self.url),
                  len(known), max(0, s.trials - len(known)), self.sampler_seed)
         self.references = references(ctx, checker, self.objective, self.study)
-        self.dense_metric = next(r["metric"] for r in self.references if r["max_len"] == 0
-                                 and spec(r["backend"]).precision == "fp32")
+        full = ctx.space.lengths[0]  # the longest length searched (0: not truncated)
+        self.dense_metric = next((r["metric"] for r in self.references
+                                  if r["max_len"] == full
+                                  and spec(r["backend"]).precision == "fp32"),
+                                 self.references[0]["metric"])
         self.ran = 0
         if not known:
             self._seed(checker, fast)
@@ -59,23 +71,49 @@ class StudySession:
         """The fastest candidates first (a feasible trial exists from the start), then
         every feasible single-lever point, then each (backend, length)'s fastest schedule."""
         s, ctx = self.s, self.ctx
-        seeds = [f[0] for f in fast.values()]
-        if s.min_macs_reduction:
-            seeds.append(Candidate(ctx.space.backends[0], 0, ctx.space.chain()))
-        dense = PruningConfig.dense(ctx.shape)
-        seeds += [c for c in ctx.space.candidates(dense) if checker(c).any_feasible
-                  and not s.min_macs_reduction]
-        seeds += anchors(ctx, checker)
+        seeds: list[Candidate] = []
+        if "topk" in ctx.space.policies:
+            seeds += [f[0] for f in fast.values()]
+            if s.min_macs_reduction:
+                seeds.append(Candidate(ctx.space.backends[0], 0, ctx.space.chain()))
+            dense = PruningConfig.dense(ctx.shape)
+            seeds += [c for c in ctx.space.candidates(dense) if checker(c).any_feasible
+                      and not s.min_macs_reduction]
+            seeds += anchors(ctx, checker)
+        if "threshold" in ctx.space.policies:  # LTP's family across its range, per backend
+            seeds += [Candidate(b, ctx.space.lengths[0], PruningConfig.threshold(
+                ctx.shape, ctx.space.thresholds(t), method="search"))
+                for b in ctx.space.backends for t in THRESHOLD_SEEDS]
         for c in dict.fromkeys(seeds):  # in order, once each
             self.work.enqueue(ctx.space.candidate_params(c))
 
     def run(self, total: int, checker: Checker | None = None) -> None:
-        """Trials until the record holds ``total`` (all runs and workers together)."""
+        """Trials until the record holds ``total`` (all runs and workers together); with a
+        ``checker`` (refitted limits) NSGA-II restarts from the record judged by it."""
         if checker is not None:
             self.objective.checker = checker
-            for c in anchors(self.ctx, checker):  # the refitted limits' fastest points
-                self.work.enqueue(self.ctx.space.candidate_params(c))
+            self.rejudge(checker)
+            if "topk" in self.ctx.space.policies:  # the refitted limits' fastest points
+                for c in anchors(self.ctx, checker):
+                    self.work.enqueue(self.ctx.space.candidate_params(c))
         self.ran += run_trials(self.work, self.record, self.objective, total, self.s.progress)
+
+    def rejudge(self, checker: Checker) -> None:
+        """A fresh working study holding every recorded trial with the objectives and
+        constraint values ``checker`` gives it: parents are selected under the new plan."""
+        from tp_search.search.selection.entries import scored  # (selection sits above)
+        entries = self.entries()
+        judged = []
+        for e, sc in zip(entries, scored(entries, checker)):
+            lat = sc.latency_ms[self.objective.primary]
+            check = checker(sc.candidate)
+            metric = (float(sc.metric) if check.any_feasible and sc.metric is not None
+                      else PESSIMISTIC)  # feasible only now: its metric was never sent
+            system = dict(e.system)
+            system["constraints"] = list(check.constraints)
+            judged.append(replace(e, values=(metric, min(lat, 1e9)), system=system))
+        self.work = WorkStudy(self.ctx.space, self.sampler_seed + 1, self.s.population)
+        self.work.migrate(judged)
 
     def entries(self) -> list[Entry]:
         self.record.pull()  # other workers' last trials, record numbers of ours
