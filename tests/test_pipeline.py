@@ -106,6 +106,32 @@ def test_pipeline_ltp_trains_and_deploys_thresholds(env, tmp_path, capsys):
     assert summary["macs_reduction"]["real_lengths"] >= 1.0  # never more work than dense
 
 
+def test_default_run_directory_names_only_what_differs(env, tmp_path, monkeypatch):
+    """The command with no settings beyond task and model runs in the plain default
+    directory; another setting adds a digest of it (the main job's model is never reused
+    for it)."""
+    from tp_search.search.pipeline import main_job
+    from tp_search.search.search_cli import build_parser, pipeline_from_args
+    monkeypatch.chdir(tmp_path)
+    seen = []
+
+    class Claimed(Exception):
+        pass
+
+    def claim(run_dir, identity, explicit):
+        seen.append(run_dir)
+        raise Claimed
+
+    monkeypatch.setattr(main_job.runs, "claim", claim)
+    base = ["--latency-ms", "5", "--task", str(env["task"]), "--model", str(env["model"]),
+            "--results", str(env["results"])]
+    for extra in ([], ["--seq-len", "16"]):
+        with pytest.raises(Claimed):
+            main_job.run_pipeline(pipeline_from_args(build_parser().parse_args(base + extra)))
+    plain, other = seen
+    assert plain.name.endswith("-5ms") and other.name.startswith(plain.name + "-s")
+
+
 def test_pipeline_no_train_and_bad_method(env, tmp_path, capsys):
     from tp_search.search.pipeline.main_job import run_pipeline
     s = SearchSettings(latency_ms=1.0, task=str(env["task"]), model=str(env["model"]),

@@ -106,7 +106,8 @@ def run_pipeline(p: PipelineSettings) -> PipelineResult:
     label = _slug(model_dir.name if s.model else "all-MiniLM-L6-v2")
     base = from_pretrained(model_dir, num_labels=spec.num_labels, tokenizer=False)
     s = replace(s, backends=backends(s))
-    resolved = check_inputs(replace(p, search=s), spec, base.config.max_len, base.shape)
+    p = replace(p, search=s)  # the identity names the backends resolved, as the defaults'
+    resolved = check_inputs(p, spec, base.config.max_len, base.shape)
     seq_len, holdout = resolved["seq_len"], resolved["holdout"]
     machines = list(s.machines) or [fingerprint(s.device).machine_id]
     ident = identity(p, resolved, model_dir, label, machines)
