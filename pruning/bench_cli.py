@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{help_text()} (default: a deployed model's own backend and "
                         f"{REFERENCE}, else every one available here)")
     p.add_argument("--no-hf", action="store_true", help="skip the Hugging Face baseline")
+    p.add_argument("--list-backends", action="store_true",
+                   help="list every backend of the registry, its precision and whether it "
+                        "runs on this machine (and why not), then exit")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--out", help="also write the JSON report to this file")
     p.add_argument("--seed", type=int, default=0)
@@ -82,7 +85,25 @@ def main(argv: list[str] | None = None) -> int:
     return guarded("tp-bench", lambda: _run(args))
 
 
+def _list_backends(args: argparse.Namespace) -> int:
+    """What the registry offers and what this machine can run: a CPU without native bf16
+    is reported as such, not emulated."""
+    from tp_search.pruning.runtime import why_unavailable
+    from tp_search.pruning.runtime.registry import SPECS
+    rows = [{"backend": s.name, "precision": s.precision, "what": s.summary,
+             "why_unavailable": why_unavailable(s.name)} for s in SPECS]
+    if args.format == "json":
+        sys.stdout.write(dump_json({"backends": rows}))
+    else:
+        print_table([(r["backend"], f"{r['precision']:<5} " + (
+            "runs here" if r["why_unavailable"] is None
+            else f"unavailable: {r['why_unavailable']}")) for r in rows])
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.list_backends:
+        return _list_backends(args)
     # imported here, not at the top: they load torch, which --help does not need
 
     from tp_search.pruning.bench import BenchSettings, default_max_len, run_bench

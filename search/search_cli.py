@@ -210,7 +210,8 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
                         "(default: top)")
     g.add_argument("--teacher", help="an already fine-tuned teacher: skip fine-tuning")
     g.add_argument("--cache", help="where the teacher and distilled student are kept "
-                                   "(default: runs/<task>-<model>-seed<seed>)")
+                   "(default: cache/<task>-<model>-seed<seed>-h<holdout>-n<train length> "
+                   "under the runs root, or under --out when given)")
     g.add_argument("--finetune-epochs", type=positive_float,
                    help="teacher fine-tuning epochs (default: the task's budget, 1)")
     g.add_argument("--distill-epochs", type=positive_float,

@@ -223,3 +223,16 @@ def test_tp_bench_times_every_backend(model, tmp_path, capsys):
     assert r["max_logit_diff_vs_reference"]["ort"]["pruned"] <= 1e-4
     assert set(r["accuracy"]["by_backend"]) == set(available_backends()) - {"torch"}
     assert r["runners"]["ort-int8 pruned"]["precision"] == "int8"
+
+
+def test_list_backends_reports_every_backend_and_why_not(capsys):
+    """tp-bench --list-backends: the registry as this machine sees it, a reason for each
+    backend that cannot run here (never an emulated one passed off as available)."""
+    from tp_search.pruning import bench_cli
+    from tp_search.pruning.runtime.registry import names
+    assert bench_cli.main(["--list-backends", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["backends"]
+    assert [r["backend"] for r in rows] == list(names())
+    for r in rows:
+        assert r["why_unavailable"] == why_unavailable(r["backend"])
+        assert (r["why_unavailable"] is None) == (r["backend"] in available_backends())
