@@ -128,7 +128,9 @@ def test_search_over_backends_and_truncation(env, tmp_path):
     # every backend's dense and truncation-only points are reported
     levers = pd.read_csv(tmp_path / "run" / "levers.csv")
     assert len(levers) == 2 * 5 and set(levers["lever"]) == {"dense", "truncation"}
-    assert levers["metric"].notna().all()
+    # fp32 and feasible levers are scored; an infeasible int8 point is not (n/a: no choice
+    # would use it, and it costs a whole evaluation on its runtime)
+    assert (levers["metric"].notna() == ((levers.backend == "torch") | levers.feasible)).all()
     dense_t = levers[(levers.backend == "torch") & (levers.max_len == 0)].iloc[0]
     assert dense_t["metric"] == pytest.approx(r.dense_metric)
     pareto = pd.read_csv(tmp_path / "run" / "pareto.csv")
@@ -199,3 +201,17 @@ def test_candidates_that_prune_nothing_are_scored_with_the_dense_model(env, tmp_
         evaluate(proxy, split, int(t["max_len"]) or 64, pruning=cfg).score)
     # scores from this model differ, so the test can tell who scored what
     assert evaluate(teacher, split, 64).score != evaluate(proxy, split, 64).score
+
+
+def test_an_infeasible_int8_lever_is_not_scored():
+    """A lever alone is scored when it may be chosen (feasible), when it is fp32 (one PyTorch
+    evaluation per length serves every fp32 backend) or when it is the dense reference; an
+    infeasible int8 point would cost a whole evaluation on its runtime for nothing."""
+    from types import SimpleNamespace
+    from tp_search.search.space.candidates import Candidate
+    from tp_search.search.study.session import scored
+    dense = PruningConfig.dense(SHAPE)
+    no, yes = SimpleNamespace(any_feasible=False), SimpleNamespace(any_feasible=True)
+    int8, fp32 = Candidate("ort-int8", 32, dense), Candidate("torch", 32, dense)
+    assert not scored(int8, no, 3)
+    assert scored(int8, yes, 3) and scored(fp32, no, 3) and scored(int8, no, 0)

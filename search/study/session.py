@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tp_search.pruning.config import PruningConfig
-from tp_search.pruning.runtime.registry import spec
+from tp_search.pruning.runtime.registry import numerics, spec
 from tp_search.search.context import Context, identity
 from tp_search.search.scoring.objective import (
     PESSIMISTIC,
@@ -139,11 +139,11 @@ def references(ctx: Context, checker: Checker, objective: Objective, study: Any
     attributes, so a resume does not redo them); their metrics seed the objective's cache."""
     stored = {r["key"]: r for r in study.user_attrs.get("references", [])}
     out, dense = [], PruningConfig.dense(ctx.shape)
-    for c in ctx.space.candidates(dense):
+    for i, c in enumerate(ctx.space.candidates(dense)):
         r = stored.get(c.key)
         if r is None:
             check = checker(c)
-            metric, _ = objective.metric(c)
+            metric = objective.metric(c)[0] if scored(c, check, i) else None
             r = {"key": c.key, "backend": c.backend, "max_len": c.max_len,
                  "metric_key": metric_key(c), "latency_ms": check.latency_ms,
                  "feasible": check.feasible, "metric": metric}
@@ -151,6 +151,15 @@ def references(ctx: Context, checker: Checker, objective: Objective, study: Any
         out.append(r)
     study.set_user_attr("references", out)
     return out
+
+
+def scored(c: Candidate, check: Any, index: int) -> bool:
+    """Whether a lever alone gets a proxy metric: when it is feasible (it may be chosen),
+    when it is fp32 (one PyTorch evaluation per length serves every fp32 backend: what
+    truncation alone costs), and the first (the dense reference). An infeasible int8 or bf16
+    point costs a full evaluation on its own runtime (on the Zen 3 host, ~4 of the search's
+    10 minutes at 512 tokens) for a number no choice uses: reported as n/a."""
+    return check.any_feasible or numerics(c.backend) == "fp32" or index == 0
 
 
 def anchors(ctx: Context, checker: Checker) -> list[Candidate]:
