@@ -184,3 +184,23 @@ def test_bigger_checkpoint_shapes_load(tmp_path):
     model = pruning.from_pretrained(ckpt)
     assert model.shape == pruning.ModelShape(3, 48, 6, 96)
     assert model.config.num_labels == 3
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_atomic_writes_keep_the_umask_permissions(tmp_path, mask):
+    """Outputs written through a temporary file get what the user's umask gives a plainly
+    created file (mkstemp's 0600 would lock a service running as another user out of the
+    deployed model), for single files, directories and saved models alike."""
+    import os
+    import stat
+    from tp_search.pruning.core.atomic import atomic_path, atomic_write_text
+    old = os.umask(mask)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+        with atomic_path(tmp_path / "model") as d:
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "w.bin").write_bytes(b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o666 & ~mask
+    assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o777 & ~mask
