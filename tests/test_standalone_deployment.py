@@ -76,3 +76,11 @@ def test_deployed_file_runs_without_tp_search(model, tmp_path, backend, snippet)
     theirs = plain(snippet, path, tmp_path)
     assert theirs.shape == ours.shape
     assert (theirs - ours).abs().max() <= 1e-4
+
+
+def test_the_snippets_are_the_readmes():
+    """What this file runs is what the README tells a user to run."""
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for snippet in (ONNXRUNTIME, OPENVINO):
+        assert snippet.strip() in readme
