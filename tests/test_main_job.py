@@ -39,10 +39,14 @@ def argv(env, results, *extra):
 
 
 def test_an_underpredicting_table_is_refitted_or_the_job_stops(env, tmp_path, capsys):
-    """A table for this machine predicting the tiny model 40% faster than it runs (and its
-    pruned schedules faster still: they barely speed up): the closed loop measures the
-    miss, refits the prediction from it (written back to the table), and the job stops
-    with exit code 3 and a report instead of deploying what it measured to miss."""
+    """A table for this machine predicting the tiny model 5x faster than it runs, and a
+    target at 0.4x its measured dense latency: every candidate is predicted within it, and
+    none can run within it (on a tiny model even the most pruned schedule is far from 2.5x:
+    embeddings, layer 0 and per-layer overheads stay). The closed loop measures the miss,
+    refits the prediction from it (written back to the table), and the job stops with exit
+    code 3 and a report instead of deploying what it measured to miss. (A target at the
+    dense latency itself, as this test first had, let a pruned schedule meet it whenever the
+    machine ran a little faster during the loop than during the test's own measurement.)"""
     import numpy as np
 
     from tp_search.pruning import from_pretrained
@@ -55,11 +59,11 @@ def test_an_underpredicting_table_is_refitted_or_the_job_stops(env, tmp_path, ca
     table = synthetic_table(SHAPE, max_len=64, ms_per_gmac=1.0, overhead_ms=0.001,
                             fp=fingerprint())
     from tp_search.profiler.predictor import Predictor
-    scale = 0.6 * measured / Predictor(table).dense(32)
+    scale = 0.2 * measured / Predictor(table).dense(32)
     table.entries = table.entries.assign(median_ms=table.entries.median_ms * scale)
     table.save(results)
     out = tmp_path / "run"
-    rc = main(argv(env, results, "--latency-ms", f"{measured:.4f}", "--seq-len", "32",
+    rc = main(argv(env, results, "--latency-ms", f"{0.4 * measured:.4f}", "--seq-len", "32",
                    "--truncation", "none", "--out", str(out)))
     err = capsys.readouterr().err
     assert rc == 3, err
@@ -69,7 +73,7 @@ def test_an_underpredicting_table_is_refitted_or_the_job_stops(env, tmp_path, ca
     assert json.loads((out / "summary.json").read_text())["status"] == "stopped"
     assert "measured.csv" in {p.name for p in (out / "search").iterdir()}
     refit = json.loads(table.paths(results)[1].read_text())["calibration"]["b1-t1"]["refit"]
-    assert refit["correction"] > 1.3  # the 40% (1 / 0.6 = 1.67) found by measuring
+    assert refit["correction"] > 1.3  # the error (>= 1 / 0.2 on dense) found by measuring
 
 
 def slow_table(env, results):
