@@ -15,6 +15,7 @@ from tp_search.pruning.runtime.registry import numerics, spec
 from tp_search.search.context import Context, identity
 from tp_search.search.scoring.objective import (
     PESSIMISTIC,
+    Check,
     Checker,
     Objective,
     fastest_schedule,
@@ -153,12 +154,13 @@ def references(ctx: Context, checker: Checker, objective: Objective, study: Any
     return out
 
 
-def scored(c: Candidate, check: Any, index: int) -> bool:
+def scored(c: Candidate, check: Check, index: int) -> bool:
     """Whether a lever alone gets a proxy metric: when it is feasible (it may be chosen),
     when it is fp32 (one PyTorch evaluation per length serves every fp32 backend: what
     truncation alone costs), and the first (the dense reference). An infeasible int8 or bf16
-    point costs a full evaluation on its own runtime (on the Zen 3 host, ~4 of the search's
-    10 minutes at 512 tokens) for a number no choice uses: reported as n/a."""
+    point costs a full evaluation on its own runtime (10 of the 25 lever evaluations of the
+    main job on the Zen 3 host, at up to 512 tokens) for a number no choice uses: reported
+    as n/a. A lever that becomes feasible later is still evaluated as a trial."""
     return check.any_feasible or numerics(c.backend) == "fp32" or index == 0
 
 
