@@ -130,3 +130,51 @@ def test_search_plans_and_chooses_threshold_candidates(env, tmp_path):
     assert c.measurement is not None and len(c.measurement.per_request) > 1
     preds = {e.latency_ms[c.machine_id] for e in r.entries}
     assert len(preds) > 2  # thresholds do change the predicted percentile
+
+
+def test_threshold_search_below_the_familys_reach_stops_before_any_trial(env, tmp_path):
+    """--method ltp with a target the family's most aggressive member misses: exit code 3
+    after one forward pass, nothing written (no study, no run directory)."""
+    from tp_search.pruning.core.errors import InfeasibleError
+    from tp_search.search.run import run_search
+    from tp_search.search.search_settings import SearchSettings
+    results = tmp_path / "results"
+    synthetic_table(SHAPE, max_len=64, ms_per_gmac=80000, overhead_ms=0.04,
+                    fp=fingerprint()).save(results)
+    with pytest.raises(InfeasibleError, match="below what thresholds can reach") as e:
+        run_search(SearchSettings(
+            latency_ms=0.05, task=str(env["task"]), model=str(env["model"]),
+            results=str(results), seq_len=64, workload="dev", backends=("torch",),
+            truncation=(0,), trials=10, population=4, eval_samples=30, out=str(tmp_path / "s"),
+            progress=False, policies=("threshold",), always_search=True))
+    assert e.value.exit_code == 3 and "--method top" in str(e.value)
+    assert not (tmp_path / "s").exists()
+
+
+def test_resumed_threshold_search_reads_recorded_counts(env, tmp_path, monkeypatch):
+    """Every threshold trial's kept counts are part of its record: a resumed search judges
+    the recorded trials without running any of them again."""
+    from tp_search.search.run import run_search
+    from tp_search.search.scoring.kept_counts import KeptCounts
+    from tp_search.search.search_settings import SearchSettings
+    results = tmp_path / "results"
+    synthetic_table(SHAPE, max_len=64, ms_per_gmac=80000, overhead_ms=0.04,
+                    fp=fingerprint()).save(results)
+
+    def settings(trials):
+        return SearchSettings(
+            latency_ms=200, task=str(env["task"]), model=str(env["model"]),
+            results=str(results), seq_len=64, workload="dev", backends=("torch",),
+            truncation=(0,), trials=trials, population=4, eval_samples=30,
+            out=str(tmp_path / "s"), progress=False, policies=("threshold",),
+            always_search=True, measure=False)
+
+    first = run_search(settings(6))
+    recorded = {KeptCounts.key(e.candidate) for e in first.entries}
+    ran: list[str] = []
+    original = KeptCounts._dev
+    monkeypatch.setattr(KeptCounts, "_dev", lambda self, c: ran.append(self.key(c))
+                        or original(self, c))
+    second = run_search(settings(9))
+    assert len(second.entries) >= 9 and len(recorded) >= 4
+    assert ran and not set(ran) & recorded  # only the new trials ran

@@ -180,3 +180,25 @@ def test_dev_reductions_match_macs_report():
         padded, real = dev_reductions(cfg, Counter(lengths), 64)
         assert padded == pytest.approx(ref.reduction_padded)
         assert real == pytest.approx(ref.reduction_real)
+
+
+def test_threshold_family_holds_ltps_ramp_and_round_trips():
+    """slope 1 is LTP's theta * l / L, slope 0 one threshold for every layer, layer 0 never
+    prunes; a family member's parameters are read back from its thresholds."""
+    from tp_search.search.space.candidates import SLOPE_RANGE, THETA_RANGE
+    space = SearchSpace(SHAPE, policies=("threshold",), ref_length=100.0)
+    L = SHAPE.num_layers
+    ramp = space.thresholds(2.0, 1.0)
+    assert ramp[0] == 0 and ramp == pytest.approx([0.02 * l / L for l in range(L)], abs=1e-8)
+    flat = space.thresholds(2.0, 0.0)
+    assert flat[0] == 0 and flat[1:] == pytest.approx([0.02] * (L - 1), abs=1e-8)
+    lo, hi = space.thresholds(*space.aggressive()), space.thresholds(THETA_RANGE[0], 1.0)
+    rng = random.Random(3)
+    for _ in range(20):
+        theta = THETA_RANGE[0] * (THETA_RANGE[1] / THETA_RANGE[0]) ** rng.random()
+        slope = rng.uniform(*SLOPE_RANGE)
+        t = space.thresholds(theta, slope)
+        assert all(a >= b for a, b in zip(lo, t)) and all(a <= b for a, b in zip(hi, t))
+        cand = space.to_candidate({"theta": theta, "slope": slope})
+        back = space.to_candidate(space.candidate_params(cand))
+        assert back.config.thresholds == pytest.approx(t, rel=1e-5, abs=1e-7)

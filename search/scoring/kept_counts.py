@@ -31,8 +31,18 @@ class KeptCounts:
         self.cache: dict[str, list[Request]] = {}
         self._inputs: list[dict[str, torch.Tensor]] | None = None
 
+    @staticmethod
+    def key(c: Candidate) -> str:
+        return f"{c.max_len}|{schedule_key(c.config)}"
+
+    def remember(self, c: Candidate, requests: list[Any]) -> None:
+        """Counts a trial recorded (in the study, by this run or an earlier one): a resumed
+        or rejudged search reads them instead of running the candidate again."""
+        self.cache.setdefault(self.key(c), [(int(n), [int(k) for k in kept])
+                                            for n, kept in requests])
+
     def __call__(self, c: Candidate) -> list[Request]:
-        key = f"{c.max_len}|{schedule_key(c.config)}"
+        key = self.key(c)
         if key not in self.cache:
             self.cache[key] = (self._dev(c) if self.workload.kind == "dev" else self._max(c))
         return self.cache[key]

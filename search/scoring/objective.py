@@ -214,6 +214,8 @@ class Objective:
             "latency_ms": c.latency_ms, "macs_reduction": c.macs_reduction,
             "feasible": c.feasible, "constraints": list(c.constraints), "metric": None,
             "evaluated": "skipped", "sampler_seed": self.sampler_seed}
+        if cand.adaptive and self.checker.counts is not None:  # a rerun reads them back
+            attrs["requests"] = [[n, list(k)] for n, k in self.checker.counts(cand)]
         lat = c.latency_ms[self.primary]
         # NSGA-II's constrained domination reads these (Optuna >= 5; <= 0 is satisfied).
         trial.set_constraint("latency", c.constraints[0])

@@ -102,8 +102,8 @@ def machine_choice(s: SearchSettings, ctx: Context, checker: Checker, machine: s
 def check_feasible(s: SearchSettings, ctx: Context, checker: Checker,
                    fast: dict[str, tuple[Candidate, float]]) -> None:
     """Refuse a target below what the space can reach on some machine (exit code 3)."""
-    slow = {m: f for m, f in fast.items() if not checker(f[0]).feasible[m]
-            and f[1] > checker.limit(m, f[0].backend)}
+    slow = {m: f for m, f in fast.items() if "topk" in ctx.space.policies
+            and not checker(f[0]).feasible[m] and f[1] > checker.limit(m, f[0].backend)}
     if slow:
         parts = [f"{f[1]:.3f} ms on {m} ({f[0].describe()}; its plan allows "
                  f"{checker.limit(m, f[0].backend):.3f} ms for a {s.latency_ms:g} ms "
@@ -112,6 +112,8 @@ def check_feasible(s: SearchSettings, ctx: Context, checker: Checker,
             f"--latency-ms {s.latency_ms:g} is below the fastest achievable latency: "
             f"{'; '.join(parts)}, for {ctx.workload.describe(short=True)}, {s.threads} "
             "thread(s); raise the target or lower --seq-len")
+    if ctx.space.policies == ("threshold",):
+        check_thresholds(s, ctx, checker)
     if s.min_macs_reduction:
         most = Candidate(ctx.space.backends[0], min(ctx.space.lengths, key=lambda n: n or 1e9),
                          ctx.space.chain())
@@ -121,6 +123,32 @@ def check_feasible(s: SearchSettings, ctx: Context, checker: Checker,
                 f"--macs-reduction {s.min_macs_reduction:g} is above the largest MACs "
                 f"reduction of the search space at the workload: {top:.2f}x "
                 f"({most.describe()})")
+
+
+def most_aggressive(ctx: Context) -> list[Candidate]:
+    """The threshold family's most aggressive member at the shortest length, per backend:
+    it keeps the fewest tokens of any member, so nothing in the family is faster."""
+    theta, slope = ctx.space.aggressive()
+    cfg = PruningConfig.threshold(ctx.shape, ctx.space.thresholds(theta, slope),
+                                  method="search")
+    shortest = min(ctx.space.lengths, key=lambda n: n or 1e9)
+    return [Candidate(b, shortest, cfg) for b in ctx.space.backends]
+
+
+def check_thresholds(s: SearchSettings, ctx: Context, checker: Checker) -> None:
+    """Refuse (exit code 3) a threshold-only search whose fastest member misses the plan on
+    some machine: one forward pass over the latency inputs instead of a hundred trials."""
+    cands = most_aggressive(ctx)
+    for m in checker.predictors:
+        lat = {c.backend: checker.latency(m, c) for c in cands}
+        if any(t <= checker.limit(m, b) for b, t in lat.items()):
+            continue
+        b = min(lat, key=lat.get)
+        raise InfeasibleError(
+            f"--latency-ms {s.latency_ms:g} is below what thresholds can reach on {m}: the "
+            f"family's most aggressive member ({cands[0].describe()}) is predicted "
+            f"{lat[b]:.3f} ms on {b} for {ctx.workload.describe(short=True)} against a plan "
+            f"of {checker.limit(m, b):.3f} ms; raise the target, or use --method top")
 
 
 def not_measured(s: SearchSettings, ctx: Context, machine: str) -> str:

@@ -11,17 +11,25 @@ define-by-run, conditional space). ``keep[l] = max(floor, keep[l-1] * ratio_l)``
 4 decimals, and non-pruning layers repeat the previous value, so keep fractions are
 non-increasing by construction and any parameter dict maps to a valid configuration.
 
-Thresholds (``policy`` = threshold, asked only when both policies are searched) follow
-LTP's own family, ``theta_l = theta * l / L`` (layer 0 never prunes), with one ``theta``
-searched on a log scale, relative to the workload's typical length (a token's importance,
-the attention it receives, averages 1/N over N tokens): ``theta = theta_rel / ref_length``.
-One parameter, because each threshold trial costs a forward pass over the latency inputs
-(its kept counts depend on the input) and NSGA-II samples a 1-D family densely in a hundred
-trials where a free value per layer would leave a 5-D space nearly empty; LTP's soft
-stage then learns the per-layer values from this start.
+Thresholds (``policy`` = threshold, asked only when both policies are searched) follow a
+two-parameter family that holds LTP's own, ``theta_l = theta * (l / L) ** slope`` (layer 0
+never prunes): ``slope`` = 1 is LTP's linear ramp, ``slope`` = 0 one threshold for every
+layer. ``theta`` is searched on a log scale relative to the workload's typical length (a
+token's importance, the attention it receives, averages 1/N over the N tokens alive):
+``theta = theta_rel / ref_length``. Why the slope: the top-k winners on the main job drop
+70% of the tokens at layer 1 and little after, and LTP's ramp gives layer 1 a sixth of the
+last layer's threshold, so no theta in range pruned layer 1 that hard (a 100-trial LTP
+search found nothing within 20 ms, results/<machine>/adaptive-ltp-dev-20ms). A constant
+threshold prunes hardest where the most tokens compete and less as the survivors'
+importance grows (it averages 1/N_alive), which is that shape. Two parameters, not a free
+value per layer, because each threshold trial costs a forward pass over the latency inputs
+(its kept counts depend on the input): NSGA-II samples a 2-D family densely in a hundred
+trials where a 5-D space stays nearly empty; LTP's soft stage then learns the per-layer
+values from this start.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -34,9 +42,11 @@ from tp_search.pruning.runtime.registry import REFERENCE
 DECIMALS = 4  # keep fractions are rounded: readable outputs, stable cache keys
 
 
-BACKEND, MAX_LEN, POLICY, THETA = "backend", "max_len", "policy", "theta"
+BACKEND, MAX_LEN, POLICY, THETA, SLOPE = "backend", "max_len", "policy", "theta", "slope"
 POLICIES = ("topk", "threshold")
-THETA_RANGE = (0.05, 4.0)  # theta_rel: theta times the workload's typical length
+THETA_RANGE = (0.05, 8.0)  # theta_rel: theta times the workload's typical length
+SLOPE_RANGE = (0.0, 1.0)  # 0: one threshold for all layers; 1: LTP's linear ramp
+MAX_THRESHOLD = 0.999  # a token's importance is at most 1: thresholds stay below it
 
 
 @dataclass(frozen=True)
@@ -130,11 +140,17 @@ class SearchSpace:
     def to_config(self, params: Mapping[str, Any], **meta: Any) -> PruningConfig:
         return PruningConfig.topk(self.shape, self.keep(params), method="search", **meta)
 
-    def thresholds(self, theta_rel: float) -> tuple[float, ...]:
-        """LTP's family: theta_l = theta * l / L, theta = theta_rel / ref_length."""
+    def thresholds(self, theta_rel: float, slope: float = 1.0) -> tuple[float, ...]:
+        """theta_l = theta * (l / L) ** slope, theta = theta_rel / ref_length; layer 0: 0."""
         L = self.shape.num_layers
         theta = float(theta_rel) / self.ref_length
-        return tuple(round(min(theta * l / L, 0.999), 8) for l in range(L))
+        return (0.0,) + tuple(round(min(theta * (l / L) ** float(slope), MAX_THRESHOLD), 8)
+                              for l in range(1, L))
+
+    def aggressive(self) -> tuple[float, float]:
+        """(theta_rel, slope) of the family's most aggressive member: every threshold at
+        its highest, so it keeps the fewest tokens of any member on every input."""
+        return THETA_RANGE[1], SLOPE_RANGE[0]
 
     def to_candidate(self, params: Mapping[str, Any]) -> Candidate:
         backend = params.get(BACKEND, self.backends[0])
@@ -145,8 +161,9 @@ class SearchSpace:
             raise TpError(f"backend {backend!r} / max_len {max_len} / policy {policy!r} is "
                           f"outside the search space ({self.describe()})")
         if policy == "threshold":
-            cfg = PruningConfig.threshold(self.shape, self.thresholds(params[THETA]),
-                                          method="search")
+            cfg = PruningConfig.threshold(
+                self.shape, self.thresholds(params[THETA], params.get(SLOPE, 1.0)),
+                method="search")
             return Candidate(backend, max_len, cfg)
         return Candidate(backend, max_len, self.to_config(params))
 
@@ -161,6 +178,7 @@ class SearchSpace:
             params[POLICY] = trial.suggest_categorical(POLICY, self.policies)
         if params.get(POLICY, self.policies[0]) == "threshold":
             params[THETA] = trial.suggest_float(THETA, *THETA_RANGE, log=True)
+            params[SLOPE] = trial.suggest_float(SLOPE, *SLOPE_RANGE)
             return self.to_candidate(params)
         for l in self.layers:
             prune = trial.suggest_categorical(prune_param(l), (False, True))
@@ -182,6 +200,8 @@ class SearchSpace:
                 out[name] = CategoricalDistribution(self.policies)
             elif name == THETA:
                 out[name] = FloatDistribution(*THETA_RANGE, log=True)
+            elif name == SLOPE:
+                out[name] = FloatDistribution(*SLOPE_RANGE)
             elif name.startswith("prune_"):
                 out[name] = CategoricalDistribution((False, True))
             elif name.startswith("ratio_"):
@@ -201,14 +221,22 @@ class SearchSpace:
         if len(self.policies) > 1:
             params[POLICY] = "threshold" if c.adaptive else "topk"
         if c.adaptive:
-            return {**params, THETA: self.theta_of(c.config)}
+            theta, slope = self.theta_of(c.config)
+            return {**params, THETA: theta, SLOPE: slope}
         return {**params, **self.to_params(c.config)}
 
-    def theta_of(self, cfg: PruningConfig) -> float:
-        """The searched theta_rel of a threshold configuration of the family."""
+    def theta_of(self, cfg: PruningConfig) -> tuple[float, float]:
+        """(theta_rel, slope) of a threshold configuration of the family, clamped to the
+        ranges: from layer 1's and the last layer's thresholds (their ratio is
+        (L - 1) ** slope)."""
         L = self.shape.num_layers
-        return min(max(cfg.thresholds[-1] * L / (L - 1) * self.ref_length, THETA_RANGE[0]),
-                   THETA_RANGE[1])
+        first, last = cfg.thresholds[1], cfg.thresholds[-1]
+        slope = 1.0
+        if L > 2 and first > 0 and last > 0:
+            slope = math.log(last / first) / math.log(L - 1)
+        slope = min(max(slope, SLOPE_RANGE[0]), SLOPE_RANGE[1])
+        theta = last / ((L - 1) / L) ** slope * self.ref_length
+        return min(max(theta, THETA_RANGE[0]), THETA_RANGE[1]), slope
 
     def to_params(self, cfg: PruningConfig) -> dict[str, Any]:
         """The pruning parameters that reproduce ``cfg``.
@@ -263,9 +291,10 @@ class SearchSpace:
                          f"[{self.min_ratio}, {self.max_ratio}] per pruning layer, keep floor "
                          f"{self.floor}")
         if "threshold" in self.policies:
-            parts.append(f"thresholds theta_l = theta * l / L, theta in "
+            parts.append(f"thresholds theta_l = theta * (l / L) ** slope, theta in "
                          f"[{THETA_RANGE[0]:g}, {THETA_RANGE[1]:g}] / {self.ref_length:.0f} "
-                         "tokens (log scale)")
+                         f"tokens (log scale), slope in [{SLOPE_RANGE[0]:g}, "
+                         f"{SLOPE_RANGE[1]:g}]")
         return (f"backends {', '.join(self.backends)}; truncation {trunc}; "
                 + "; ".join(parts))
 

@@ -30,7 +30,18 @@ from tp_search.search.study.working_study import WorkStudy
 
 log = logging.getLogger("tp.search")
 
-THRESHOLD_SEEDS = (0.25, 0.5, 1.0, 2.0)  # theta_rel of the first threshold trials
+# (theta_rel, slope) of the first threshold trials: LTP's ramp and flat thresholds, light
+# to hard (the family's most aggressive member is checked before any trial, choose.py)
+THRESHOLD_SEEDS = ((0.5, 1.0), (2.0, 1.0), (8.0, 1.0), (0.5, 0.0), (1.0, 0.0), (2.0, 0.0),
+                   (4.0, 0.0), (2.0, 0.5))
+
+
+def remember_counts(ctx: Context, attrs: dict[str, Any]) -> None:
+    """A recorded threshold trial's kept counts, back into the search's cache."""
+    if attrs.get("policy") == "threshold" and attrs.get("requests"):
+        cfg = PruningConfig.threshold(ctx.shape, attrs["thresholds"], method="search")
+        ctx.counts.remember(Candidate(attrs["backend"], int(attrs.get("max_len", 0)), cfg),
+                            attrs["requests"])
 
 
 class StudySession:
@@ -54,6 +65,7 @@ class StudySession:
         self.objective = Objective(ctx.space, checker, ctx.evaluator, self.sampler_seed)
         for e in known:
             self.objective.remember(e.attrs)
+            remember_counts(ctx, e.attrs)
         self.work.migrate(known)
         log.info("%s study %s in %s: %d trials recorded, %d to go (sampler seed %d)",
                  "created" if created else "resumed", self.name, redact(self.url),
@@ -83,7 +95,7 @@ class StudySession:
             seeds += anchors(ctx, checker)
         if "threshold" in ctx.space.policies:  # LTP's family across its range, per backend
             seeds += [Candidate(b, ctx.space.lengths[0], PruningConfig.threshold(
-                ctx.shape, ctx.space.thresholds(t), method="search"))
+                ctx.shape, ctx.space.thresholds(*t), method="search"))
                 for b in ctx.space.backends for t in THRESHOLD_SEEDS]
         for c in dict.fromkeys(seeds):  # in order, once each
             self.work.enqueue(ctx.space.candidate_params(c))
