@@ -31,10 +31,14 @@ def _calibrate_combo(model: PrunedBert, table: LatencyTable, s: BuildSettings, b
     t0 = time.perf_counter()
     cal = calibrate(model, Predictor(table, batch=b, threads=t), s, b, grid_s, reference_ms)
     if cal["model"] != "affine":
+        kind = (f"; pruning layers x{cal['prune_ratio']:.3f} (per kind: leaves "
+                f"{cal['fit_max_abs_error'] * 100:.0f}%, one ratio per length "
+                f"{cal['per_length_max_abs_error'] * 100:.0f}%)"
+                if cal["model"] == "per-kind" else "")
         log.warning("b%d t%d: no affine fit of the parts to full passes holds within %.0f%% "
-                    "(best leaves %.0f%%); calibrated per length instead (%s)", b, t,
+                    "(best leaves %.0f%%); calibrated per length instead (%s%s)", b, t,
                     AFFINE_TOLERANCE * 100, cal["affine_max_abs_error"] * 100,
-                    ", ".join(f"{k} tokens x{v:.3f}" for k, v in cal["ratios"].items()))
+                    ", ".join(f"{k} tokens x{v:.3f}" for k, v in cal["ratios"].items()), kind)
     cal.update(sweeps=sweeps, grid_seconds=round(grid_s, 1),
                total_seconds=round(grid_s + time.perf_counter() - t0, 1))
     table.calibration[f"b{b}-t{t}"] = cal

@@ -91,7 +91,7 @@ def calibrate(model: PrunedBert, pred: Predictor, s: BuildSettings, batch: int,
     run = backend.full_pass(model, pred.threads)
     ref = backend.component_timers(model, pred.threads)(batch, reference_length([pred.max_len]))
     ref.warm()
-    xs, ns, fns = [], [], {}
+    xs, ps, ns, fns = [], [], [], {}
     # an exported backend compiles one graph per configuration: the same few schedules
     # serve every length there; the encoder itself draws fresh ones per length
     shared = [random_schedule(model.shape, lens[-1], rng) for _ in range(2)]
@@ -102,7 +102,10 @@ def calibrate(model: PrunedBert, pred: Predictor, s: BuildSettings, batch: int,
             for _ in range(max(1, s.calibration_configs // len(lens)))])
         for cfg in cfgs:
             L = model.shape.num_layers
-            xs.append(pred.raw_counts(n, cfg.kept_counts(n), [cfg.prunes_at(l) for l in range(L)]))
+            raw, pruned = pred.raw_parts(n, cfg.kept_counts(n),
+                                         [cfg.prunes_at(l) for l in range(L)])
+            xs.append(raw)
+            ps.append(pruned)
             ns.append(n)
             fns[str(len(fns))] = run(cfg, ids)
     fns["ref"] = lambda: time_reference(ref)
@@ -112,7 +115,7 @@ def calibrate(model: PrunedBert, pred: Predictor, s: BuildSettings, batch: int,
     level = reference_ms or float(np.median(unit))
     ys = [float(np.median(ms[str(i)] / unit)) * level for i in range(len(xs))]
     x, y, n = np.array(xs), np.array(ys), np.array(ns)
-    cal = fit(x, y, n)
+    cal = fit(x, y, n, np.array(ps))
     dense_long = str(len(xs) - len(cfgs))  # the dense pass at the longest length
     return cal | {
         "points": len(x), "lengths": lens, "raw_bias": float(np.median((x - y) / y)),

@@ -7,7 +7,7 @@ differentiable in *expected* token counts, for training under a latency constrai
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -39,12 +39,21 @@ class Predictor:
         cal = self.calibration
         self.scale = float(cal.get("scale", 1.0))
         self.offset_ms = float(cal.get("offset_ms", 0.0))
-        self.ratios = cal.get("ratios") if cal.get("model") == "per-length" else None
+        self.ratios = cal.get("ratios") if cal.get("model") in ("per-length", "per-kind") \
+            else None
+        # per-kind: the pruning layers' parts have a ratio of their own (calibration_fit)
+        self.prune_ratio = (float(cal["prune_ratio"]) if cal.get("model") == "per-kind"
+                            else None)
         # measured / predicted, refitted from real passes by the search's closed loop
         self.correction = float(cal.get("refit", {}).get("correction", 1.0))
 
-    def calibrated(self, raw_ms: float, n: int) -> float:
-        """The sum of parts at input length ``n``, calibrated against full passes."""
+    def calibrated(self, raw_ms: Any, n: int, pruned_ms: Any = 0.0) -> Any:
+        """The sum of parts at input length ``n`` (``pruned_ms`` of it in pruning layers),
+        calibrated against full passes."""
+        if self.prune_ratio is not None:
+            rest = raw_ms - pruned_ms
+            return self.correction * (per_length_scale(self.ratios, n) * rest
+                                      + self.prune_ratio * pruned_ms)
         if self.ratios is not None:
             return self.correction * per_length_scale(self.ratios, n) * raw_ms
         return self.correction * (self.scale * raw_ms + self.offset_ms)
@@ -73,23 +82,32 @@ class Predictor:
             raise TpError(f"sequence length {n} is outside the latency table (1..{self.max_len});"
                           f" profile with tp-profile --max-len {max(n, self.max_len)}")
 
-    def raw_counts(self, n: int, kept: Sequence[int], prunes: Sequence[bool]) -> float:
-        """Sum of parts (uncalibrated) for one input of n tokens keeping kept[l] after layer l."""
+    def raw_parts(self, n: int, kept: Sequence[int], prunes: Sequence[bool]
+                  ) -> tuple[float, float]:
+        """Sum of parts (uncalibrated) for one input of n tokens keeping kept[l] after layer
+        l, and the share of it spent in pruning layers."""
         lut = self._lut
         t = lut["embed"][n] + self.head_ms
         sdpa, probs, sel, fin = lut["attn_sdpa"], lut["attn_probs"], lut["select"], lut["finish"]
-        n_in = n
+        n_in, pruned = n, 0.0
         for k, p in zip(kept, prunes):
             if p:
-                t += probs[n_in] + sel[n_in] + fin[k]
+                c = probs[n_in] + sel[n_in] + fin[k]
+                pruned += c
+                t += c
             else:
                 t += sdpa[n_in] + fin[n_in]
             n_in = k
-        return t
+        return t, pruned
+
+    def raw_counts(self, n: int, kept: Sequence[int], prunes: Sequence[bool]) -> float:
+        """Sum of parts (uncalibrated) for one input of n tokens keeping kept[l] after layer l."""
+        return self.raw_parts(n, kept, prunes)[0]
 
     def predict_counts(self, n: int, kept: Sequence[int], prunes: Sequence[bool]) -> float:
         self._check(n)
-        return self.calibrated(self.raw_counts(n, kept, prunes), n)
+        raw, pruned = self.raw_parts(n, kept, prunes)
+        return self.calibrated(raw, n, pruned)
 
     def predict(self, cfg: PruningConfig, seq_len: int) -> float:
         """Latency (ms) of one batch of ``self.batch`` inputs with ``seq_len`` real tokens."""
@@ -100,7 +118,7 @@ class Predictor:
         L = self.shape.num_layers
         kept = cfg.kept_counts(seq_len)
         prunes = [cfg.prunes_at(l) for l in range(L)]
-        return self.calibrated(self.raw_counts(seq_len, kept, prunes), seq_len)
+        return self.predict_counts(seq_len, kept, prunes)
 
     def dense(self, seq_len: int) -> float:
         return self.predict(PruningConfig.dense(self.shape), seq_len)
@@ -127,9 +145,9 @@ class Predictor:
         n_in = torch.cat([n_t.view(1), kept[:-1]])
         if prune_prob is None:
             prune_prob = (kept < n_in - 1e-6).to(kept.dtype)
-        attn = prune_prob * (self.torch_cost("attn_probs", n_in) +
-                             self.torch_cost("select", n_in)) + \
-            (1 - prune_prob) * self.torch_cost("attn_sdpa", n_in)
-        t = self.torch_cost("embed", n_t.view(1)).sum() + self.head_ms + \
-            (attn + self.torch_cost("finish", kept)).sum()
-        return self.calibrated(t, int(round(float(n))))
+        fin = self.torch_cost("finish", kept)
+        scoring = self.torch_cost("attn_probs", n_in) + self.torch_cost("select", n_in)
+        attn = prune_prob * scoring + (1 - prune_prob) * self.torch_cost("attn_sdpa", n_in)
+        t = self.torch_cost("embed", n_t.view(1)).sum() + self.head_ms + (attn + fin).sum()
+        pruned = (prune_prob * (scoring + fin)).sum()
+        return self.calibrated(t, int(round(float(n))), pruned)

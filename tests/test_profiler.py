@@ -259,3 +259,38 @@ def test_recalibrate_keeps_the_grid_and_refits(tmp_path, capsys):
         after.calibration["b1-t1"]["grid_seconds"] == before.calibration["b1-t1"]["grid_seconds"]
     assert profile_main(base + ["--recalibrate", "--threads", "2"]) == 1
     assert "no batch 1 x threads 2" in capsys.readouterr().err
+
+
+def test_pruning_layers_get_their_own_calibration_ratio():
+    """When the pruning layers' parts are off by another factor than the rest (an exported
+    backend's small graphs compiled unlike the whole model), the fit finds both factors,
+    and the predictor applies them: pruned schedules come out right, not just dense ones."""
+    import numpy as np
+
+    from tp_search.profiler.calibration_fit import fit
+    shape = ModelShape(4, 32, 2, 64)
+    table = synthetic_table(shape, max_len=128, ms_per_gmac=5000, overhead_ms=0.02)
+    pred = Predictor(table)
+    truth = {32: 1.10, 64: 1.05, 128: 0.95}  # per length, for the layers that do not prune
+    dense = PruningConfig.dense(shape)
+    cfgs = [dense, PruningConfig.topk(shape, [1, .5, .5, .25]),
+            PruningConfig.topk(shape, [1, 1, .6, .3])]
+    rows = []
+    for n in truth:
+        for cfg in cfgs:
+            raw, pruned = pred.raw_parts(n, cfg.kept_counts(n),
+                                         [cfg.prunes_at(l) for l in range(4)])
+            rows.append((raw, pruned, n, truth[n] * (raw - pruned) + 1.3 * pruned))
+    x, p, n, y = (np.array(v, dtype=float) for v in zip(*rows))
+    cal = fit(x, y, n, p)
+    assert cal["model"] == "per-kind" and cal["prune_ratio"] == pytest.approx(1.3)
+    assert cal["fit_max_abs_error"] < 1e-9 < cal["per_length_max_abs_error"]
+    table.calibration["b1-t1"] = cal
+    pred = Predictor(table)
+    cfg = PruningConfig.topk(shape, [1, .7, .4, .4])
+    raw, pruned = Predictor(synthetic_table(shape, max_len=128, ms_per_gmac=5000,
+                                            overhead_ms=0.02)).raw_parts(
+        64, cfg.kept_counts(64), [cfg.prunes_at(l) for l in range(4)])
+    assert pred.predict(cfg, 64) == pytest.approx(1.05 * (raw - pruned) + 1.3 * pruned)
+    kept = torch.tensor([float(k) for k in cfg.kept_counts(64)], dtype=torch.float64)
+    assert float(pred.torch_latency(64, kept)) == pytest.approx(pred.predict(cfg, 64), rel=1e-6)
