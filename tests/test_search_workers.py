@@ -46,7 +46,7 @@ def env(tmp_path_factory):
 
 
 def command(env, out, trials, target="5.5", samples=500, *extra):
-    return [sys.executable, "-m", "search", "--task", str(env["task"]),
+    return [sys.executable, "-m", "tp_search.search", "--task", str(env["task"]),
             "--model", str(env["model"]), "--machine", env["machine"],
             "--results", str(env["results"]), "--latency-ms", target, "--population", "8",
             "--eval-samples", str(samples), "--trials", str(trials), "--out", str(out), "-q",
@@ -54,7 +54,7 @@ def command(env, out, trials, target="5.5", samples=500, *extra):
 
 
 def spawn(cmd):
-    envvars = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    envvars = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(cmd, cwd=ROOT, env=envvars, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
