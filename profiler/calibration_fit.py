@@ -25,8 +25,7 @@ def fit(x: np.ndarray, y: np.ndarray, n: np.ndarray, pruned: np.ndarray | None =
     if SCALE_RANGE[0] <= scale <= SCALE_RANGE[1] and affine_err <= AFFINE_TOLERANCE:
         return out | {"model": "affine", "scale": float(scale), "offset_ms": float(offset),
                       "fit_max_abs_error": affine_err}
-    lengths = sorted(set(int(v) for v in n))
-    ratios = {k: float(np.median(y[n == k] / x[n == k])) for k in lengths}
+    ratios = length_ratios(x, y, n, np.ones_like(n, dtype=bool))
     pred = np.array([per_length_scale(ratios, int(k)) for k in n]) * x
     per_length = out | {"model": "per-length", "scale": 1.0, "offset_ms": 0.0,
                         "ratios": {str(k): v for k, v in ratios.items()},
@@ -48,10 +47,9 @@ def per_kind(x: np.ndarray, y: np.ndarray, n: np.ndarray, pruned: np.ndarray
     whole model): the dense passes cannot see the pruning layers' error, and one ratio per
     length spreads it over every schedule alike. None without dense and pruned passes."""
     dense = pruned <= 1e-12
-    lengths = sorted(set(int(v) for v in n[dense]))
-    if not lengths or dense.all():
+    if not dense.any() or dense.all():
         return None
-    ratios = {k: float(np.median(y[dense & (n == k)] / x[dense & (n == k)])) for k in lengths}
+    ratios = length_ratios(x, y, n, dense)
     r = np.array([per_length_scale(ratios, int(k)) for k in n])
     rest = x - pruned
     p = ~dense
@@ -62,6 +60,13 @@ def per_kind(x: np.ndarray, y: np.ndarray, n: np.ndarray, pruned: np.ndarray
     return {"model": "per-kind", "scale": 1.0, "offset_ms": 0.0,
             "ratios": {str(k): v for k, v in ratios.items()}, "prune_ratio": prune_ratio,
             "fit_max_abs_error": float(np.abs(pred / y - 1.0).max())}
+
+
+def length_ratios(x: np.ndarray, y: np.ndarray, n: np.ndarray, rows: np.ndarray
+                  ) -> dict[int, float]:
+    """Median measured / parts at each input length, over the selected ``rows``."""
+    return {k: float(np.median(y[rows & (n == k)] / x[rows & (n == k)]))
+            for k in sorted(set(int(v) for v in n[rows]))}
 
 
 def per_length_scale(ratios: dict[Any, float], n: int) -> float:

@@ -192,7 +192,7 @@ def test_threshold_family_holds_ltps_ramp_and_round_trips():
     assert ramp[0] == 0 and ramp == pytest.approx([0.02 * l / L for l in range(L)], abs=1e-8)
     flat = space.thresholds(2.0, 0.0)
     assert flat[0] == 0 and flat[1:] == pytest.approx([0.02] * (L - 1), abs=1e-8)
-    lo, hi = space.thresholds(*space.aggressive()), space.thresholds(THETA_RANGE[0], 1.0)
+    lo, hi = space.aggressive().thresholds, space.thresholds(THETA_RANGE[0], 1.0)
     rng = random.Random(3)
     for _ in range(20):
         theta = THETA_RANGE[0] * (THETA_RANGE[1] / THETA_RANGE[0]) ** rng.random()

@@ -102,8 +102,9 @@ def machine_choice(s: SearchSettings, ctx: Context, checker: Checker, machine: s
 def check_feasible(s: SearchSettings, ctx: Context, checker: Checker,
                    fast: dict[str, tuple[Candidate, float]]) -> None:
     """Refuse a target below what the space can reach on some machine (exit code 3)."""
-    slow = {m: f for m, f in fast.items() if "topk" in ctx.space.policies
-            and not checker(f[0]).feasible[m] and f[1] > checker.limit(m, f[0].backend)}
+    topk = "topk" in ctx.space.policies  # the fastest schedule is a top-k one
+    slow = {m: f for m, f in fast.items() if topk and not checker(f[0]).feasible[m]
+            and f[1] > checker.limit(m, f[0].backend)}
     if slow:
         parts = [f"{f[1]:.3f} ms on {m} ({f[0].describe()}; its plan allows "
                  f"{checker.limit(m, f[0].backend):.3f} ms for a {s.latency_ms:g} ms "
@@ -128,11 +129,8 @@ def check_feasible(s: SearchSettings, ctx: Context, checker: Checker,
 def most_aggressive(ctx: Context) -> list[Candidate]:
     """The threshold family's most aggressive member at the shortest length, per backend:
     it keeps the fewest tokens of any member, so nothing in the family is faster."""
-    theta, slope = ctx.space.aggressive()
-    cfg = PruningConfig.threshold(ctx.shape, ctx.space.thresholds(theta, slope),
-                                  method="search")
     shortest = min(ctx.space.lengths, key=lambda n: n or 1e9)
-    return [Candidate(b, shortest, cfg) for b in ctx.space.backends]
+    return [Candidate(b, shortest, ctx.space.aggressive()) for b in ctx.space.backends]
 
 
 def check_thresholds(s: SearchSettings, ctx: Context, checker: Checker) -> None:

@@ -147,10 +147,15 @@ class SearchSpace:
         return (0.0,) + tuple(round(min(theta * (l / L) ** float(slope), MAX_THRESHOLD), 8)
                               for l in range(1, L))
 
-    def aggressive(self) -> tuple[float, float]:
-        """(theta_rel, slope) of the family's most aggressive member: every threshold at
-        its highest, so it keeps the fewest tokens of any member on every input."""
-        return THETA_RANGE[1], SLOPE_RANGE[0]
+    def threshold_config(self, theta_rel: float, slope: float = 1.0) -> PruningConfig:
+        """The family's member at (theta_rel, slope)."""
+        return PruningConfig.threshold(self.shape, self.thresholds(theta_rel, slope),
+                                       method="search")
+
+    def aggressive(self) -> PruningConfig:
+        """The family's most aggressive member: every threshold at its highest, so it keeps
+        the fewest tokens of any member on every input."""
+        return self.threshold_config(THETA_RANGE[1], SLOPE_RANGE[0])
 
     def to_candidate(self, params: Mapping[str, Any]) -> Candidate:
         backend = params.get(BACKEND, self.backends[0])
@@ -161,9 +166,7 @@ class SearchSpace:
             raise TpError(f"backend {backend!r} / max_len {max_len} / policy {policy!r} is "
                           f"outside the search space ({self.describe()})")
         if policy == "threshold":
-            cfg = PruningConfig.threshold(
-                self.shape, self.thresholds(params[THETA], params.get(SLOPE, 1.0)),
-                method="search")
+            cfg = self.threshold_config(params[THETA], params.get(SLOPE, 1.0))
             return Candidate(backend, max_len, cfg)
         return Candidate(backend, max_len, self.to_config(params))
 

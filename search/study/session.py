@@ -94,9 +94,8 @@ class StudySession:
                       and not s.min_macs_reduction]
             seeds += anchors(ctx, checker)
         if "threshold" in ctx.space.policies:  # LTP's family across its range, per backend
-            seeds += [Candidate(b, ctx.space.lengths[0], PruningConfig.threshold(
-                ctx.shape, ctx.space.thresholds(*t), method="search"))
-                for b in ctx.space.backends for t in THRESHOLD_SEEDS]
+            seeds += [Candidate(b, ctx.space.lengths[0], ctx.space.threshold_config(*t))
+                      for b in ctx.space.backends for t in THRESHOLD_SEEDS]
         for c in dict.fromkeys(seeds):  # in order, once each
             self.work.enqueue(ctx.space.candidate_params(c))
 
