@@ -138,7 +138,8 @@ def recalibrate_table(model: PrunedBert, table: LatencyTable, results: Path, s: 
             old = table.calibration.get(f"b{b}-t{t}", {})
             cal = _calibrate_combo(model, table, s, b, t, float(old.get("grid_seconds", 0.0)),
                                    old.get("sweeps", s.measure.sweeps_for(t)),
-                                   old.get("reference", {}).get("ms"))
+                                   old.get("reference", {}).get("grid_ms",
+                                                                old.get("reference", {}).get("ms")))
             log.info("b%d t%d recalibrated: scale %.3f offset %.3f ms at lengths %s", b, t,
                      cal["scale"], cal["offset_ms"], cal["lengths"])
     table.save(results)

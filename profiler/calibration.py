@@ -6,7 +6,16 @@ enough to span the machine's own speed changes (``calibration_window_s``: second
 1-2 s the first versions used: on the Intel Xeon where predictions were 15-33% high, the
 whole calibration ran in 1.2 s, inside one state of the VM). Each pass is expressed in
 reference units (divided by the reference of its round) and brought back to ms at the
-grid's reference, so the fit describes the table, not the minute it ran in.
+window's own median reference: drift *within* the window cancels, and the level is that of
+full passes run back to back, as a deployed model runs.
+
+The level is not the grid's reference. The reference (a short plain pass) is not a pure
+gauge of the machine's state: its speed depends on the work timed beside it. On
+intel-xeon-f6m167-2c-amx-6d3967 the grid's per-point "state" rose with the point's length
+(ov-int8 0.79 at 32 tokens to 1.72 at 512, torch 0.92 to 1.28; flat within noise on the AMD
+hosts), and the reference beside full passes ran 1.14-1.51x its grid median: rescaling to
+the grid's level under-predicted every full pass by that factor (validation -16% torch,
+-34% ort-int8, -37% ov-int8; +3% for ov, whose ratio was 0.98).
 
 The fit minimises *relative* error (``measured = scale * parts + offset``, each point
 weighted by 1/measured^2: a 10-token pass counts as much as a 512-token one). When no
@@ -82,8 +91,8 @@ def calibration_lengths(pred: Predictor, max_len: int, budget_s: float, rounds: 
 def calibrate(model: PrunedBert, pred: Predictor, s: BuildSettings, batch: int,
               grid_s: float = 0.0, reference_ms: float | None = None) -> dict[str, Any]:
     """Fit the table's parts to full passes timed interleaved with the reference pass over
-    at least ``s.calibration_window_s``; ``reference_ms``: the grid's reference (None: the
-    level is the calibration window's own)."""
+    at least ``s.calibration_window_s``, at the window's own level; ``reference_ms``: the
+    grid's reference, recorded beside it (see the module doc for why it is not the level)."""
     rng = random.Random(s.seed + 17)
     lens = calibration_lengths(pred, min(s.max_len, pred.max_len),
                                max(s.calibration_budget_s, grid_s / 4))
@@ -112,7 +121,7 @@ def calibrate(model: PrunedBert, pred: Predictor, s: BuildSettings, batch: int,
     ms = time_interleaved(fns, repeats=5, warmup=1, device=s.device,
                           min_time_s=s.calibration_window_s)
     unit = ms["ref"]  # the reference of each round
-    level = reference_ms or float(np.median(unit))
+    level = float(np.median(unit))
     ys = [float(np.median(ms[str(i)] / unit)) * level for i in range(len(xs))]
     x, y, n = np.array(xs), np.array(ys), np.array(ns)
     cal = fit(x, y, n, np.array(ps))
@@ -123,4 +132,4 @@ def calibrate(model: PrunedBert, pred: Predictor, s: BuildSettings, batch: int,
                                                     / 1e3, 1),
         "tail": tail(ms[dense_long]), "tail_length": lens[-1],
         "reference": {"tokens": reference_length([pred.max_len]), "ms": level,
-                      "window_ms": float(np.median(unit))}}
+                      "window_ms": level, "grid_ms": reference_ms, "level": "window"}}
