@@ -136,10 +136,10 @@ def recalibrate_table(model: PrunedBert, table: LatencyTable, results: Path, s: 
                 raise TpError(f"the table has no batch {b} x threads {t} to recalibrate; "
                               "measure it first (drop --recalibrate)")
             old = table.calibration.get(f"b{b}-t{t}", {})
+            ref = old.get("reference", {})  # tables before "grid_ms" kept the grid's as "ms"
             cal = _calibrate_combo(model, table, s, b, t, float(old.get("grid_seconds", 0.0)),
                                    old.get("sweeps", s.measure.sweeps_for(t)),
-                                   old.get("reference", {}).get("grid_ms",
-                                                                old.get("reference", {}).get("ms")))
+                                   ref.get("grid_ms", ref.get("ms")))
             log.info("b%d t%d recalibrated: scale %.3f offset %.3f ms at lengths %s", b, t,
                      cal["scale"], cal["offset_ms"], cal["lengths"])
     table.save(results)
