@@ -6,6 +6,7 @@ trained: the teacher is deployed on it."""
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,9 @@ from tp_search.profiler.store import load_predictor
 from tp_search.pruning.train import LtpSettings, TopSettings, prune_ltp, prune_top
 from tp_search.pruning.train.train_settings import finished
 from tp_search.search.pipeline.stages import Stages
-from tp_search.search.result import SearchResult
+from tp_search.search.result import MachineChoice, SearchResult
+
+log = logging.getLogger("tp.search")
 
 
 def train_choice(p: Any, s: Any, sr: SearchResult, stages: Stages, run_dir: Path,
@@ -35,6 +38,14 @@ def train_choice(p: Any, s: Any, sr: SearchResult, stages: Stages, run_dir: Path
     latency = sr.primary.limit_ms if not s.machines or len(s.machines) == 1 else None
     trained = load_predictor(shape, s.device, machine, s.threads, s.batch, s.results,
                              choice.backend)
+    c = loop_correction(sr.primary)
+    if latency is not None and c != 1.0:
+        # the plan's limit is in the table's units; the loop measured how far the table is
+        # from this machine right now. Without it an under-predicting table made the limit
+        # look looser than the dense model, and ToP trained with no constraint at all
+        trained.correction *= c
+        log.info("train: %s predictions x%.3f (the closed loop's measured/predicted on the "
+                 "chosen backend) under the plan's %.2f ms", choice.backend, c, latency)
     # the final training sees inputs as deployed (the budget's train_len is for the teacher
     # and student, whose stages do not depend on the choice)
     length = sr.workload.length(choice.max_len)
@@ -59,3 +70,13 @@ def train_choice(p: Any, s: Any, sr: SearchResult, stages: Stages, run_dir: Path
                          **{**train_common, "seq_len": w.seq_len}, **epochs)
         out = stages.run("train", lambda: prune_ltp(ls, trained), lambda: finished(out_dir))
     return str(Path(out) / "model"), False
+
+
+def loop_correction(choice: MachineChoice) -> float:
+    """Measured median over predicted on the chosen backend in the closed loop's last
+    round, when that round chose the candidate (a round that refitted already stored its
+    correction with the table, which the train stage loads); 1 without a loop."""
+    if not choice.rounds or choice.rounds[-1].chosen is None:
+        return 1.0
+    return next((bw.correction for bw in choice.rounds[-1].backends
+                 if bw.backend == choice.backend), 1.0)
