@@ -28,6 +28,11 @@ def test_the_chosen_backends_ratio_from_the_round_that_chose() -> None:
     assert loop_correction(choice([rnd(None, {"b": 2.0}), rnd("k", {"b": 1.1})])) == 1.1
 
 
+def test_a_fast_window_never_loosens_the_training_constraint() -> None:
+    # the Intel host a day after calibrating: 0.68; loosened, LTP trained thresholds to zero
+    assert loop_correction(choice([rnd("k", {"b": 0.68})])) == 1.0
+
+
 def test_no_correction_without_a_loop_or_a_choice() -> None:
     assert loop_correction(choice([])) == 1.0
     assert loop_correction(choice([rnd(None, {"b": 1.5})])) == 1.0

@@ -39,10 +39,12 @@ def train_choice(p: Any, s: Any, sr: SearchResult, stages: Stages, run_dir: Path
     trained = load_predictor(shape, s.device, machine, s.threads, s.batch, s.results,
                              choice.backend)
     c = loop_correction(sr.primary)
-    if latency is not None and c != 1.0:
-        # the plan's limit is in the table's units; the loop measured how far the table is
-        # from this machine right now. Without it an under-predicting table made the limit
-        # look looser than the dense model, and ToP trained with no constraint at all
+    if latency is not None and c > 1.0:
+        # the plan's limit is in the table's units; the loop measured the table
+        # under-predicting this machine. Without this an under-predicting table made the limit
+        # look looser than the dense model, and ToP trained with no constraint at all. Never
+        # loosened: one fast window (0.68 on the Intel host a day after its calibration) is
+        # no promise, and the loosened plan let LTP train its thresholds back to zero
         trained.correction *= c
         log.info("train: %s predictions x%.3f (the closed loop's measured/predicted on the "
                  "chosen backend) under the plan's %.2f ms", choice.backend, c, latency)
@@ -74,9 +76,11 @@ def train_choice(p: Any, s: Any, sr: SearchResult, stages: Stages, run_dir: Path
 
 def loop_correction(choice: MachineChoice) -> float:
     """Measured median over predicted on the chosen backend in the closed loop's last
-    round, when that round chose the candidate (a round that refitted already stored its
-    correction with the table, which the train stage loads); 1 without a loop."""
+    round, when that round chose the candidate and the table under-predicted (a round that
+    refitted already stored its correction with the table, which the train stage loads);
+    1 without a loop or when the window ran faster than the table: only ever a tightening."""
     if not choice.rounds or choice.rounds[-1].chosen is None:
         return 1.0
-    return next((bw.correction for bw in choice.rounds[-1].backends
-                 if bw.backend == choice.backend), 1.0)
+    c = next((bw.correction for bw in choice.rounds[-1].backends
+              if bw.backend == choice.backend), 1.0)
+    return max(1.0, c)
