@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from tp_search.pruning.measure.accuracy import EvalResult
 from tp_search.pruning.measure.bootstrap import PairedDifference
 
@@ -127,6 +129,8 @@ class FinalSummary:
         r = self.macs_reduction
         lines += [f"- MACs reduction on dev: {r['real_lengths']:.2f}x vs each example's real "
                   f"length, {r['padded_to_max_len']:.2f}x vs padding to {w['seq_len']}", ""]
+        if m:
+            lines += per_request_lines(m)
         lines += loop_lines(self.closed_loop, w["percentile"])
         lines += ["| stage | status | seconds |", "|---|---|---|"]
         lines += [f"| {st['name']} | {st['status']} | {st['seconds']:.1f} |"
@@ -149,6 +153,30 @@ def latency_line(label: str, m: dict[str, Any], target: float) -> str:
             f"{m.get('machine_spread', float('nan')):.3f}; prediction error "
             f"{m['error_pct']:+.1f}% ({'median' if m['workload'] == 'max' else f'p{q:g}'}); "
             f"{verdict}")
+
+
+def per_request_lines(m: dict[str, Any], rows: int = 7) -> list[str]:
+    """Predicted against measured request by request, at evenly spaced ranks of the
+    prediction: for a threshold model each request's prediction comes from its own kept
+    counts, so this is where the per-example plan is checked."""
+    per = sorted(m.get("per_request") or [], key=lambda r: r["predicted_ms"])
+    if len(per) < 2:
+        return []
+    err = m.get("per_request_median_abs_error_pct")
+    q = m["percentile"]
+    pred = np.percentile([r["predicted_ms"] for r in per], q)
+    meas = np.percentile([r["measured_ms"] for r in per], q)
+    picks = sorted({round(i * (len(per) - 1) / (rows - 1)) for i in range(rows)})
+    out = [f"## Per request: predicted against measured ({m['workload']} workload)", "",
+           f"{len(per)} requests; median |predicted / measured - 1| "
+           f"{'n/a' if err is None else f'{err:.1f}%'}; p{q:g} of the per-request predictions "
+           f"{pred:.2f} ms, of the per-request measured medians {meas:.2f} ms (every request "
+           "in summary.json, `measured.per_request`).", "",
+           "| rank by prediction | real tokens | predicted ms | measured ms (median) |",
+           "|---|---|---|---|"]
+    out += [f"| {i + 1} of {len(per)} | {per[i]['tokens']} | {per[i]['predicted_ms']:.2f} | "
+            f"{per[i]['measured_ms']:.2f} |" for i in picks]
+    return out + [""]
 
 
 def loop_lines(rounds: list[dict[str, Any]], q: float) -> list[str]:
