@@ -202,3 +202,32 @@ def test_threshold_family_holds_ltps_ramp_and_round_trips():
         cand = space.to_candidate({"theta": theta, "slope": slope})
         back = space.to_candidate(space.candidate_params(cand))
         assert back.config.thresholds == pytest.approx(t, rel=1e-5, abs=1e-7)
+
+
+def test_threshold_family_start_layer_leaves_earlier_layers_plain_and_round_trips():
+    """start = s: layers before s have threshold 0 (a plain, fused layer: no scoring cost),
+    layers from s on follow the family; start is a searched parameter read back from the
+    first non-zero threshold."""
+    from tp_search.search.space.candidates import START, THETA_RANGE
+    space = SearchSpace(SHAPE, policies=("threshold",), ref_length=100.0)
+    L = SHAPE.num_layers
+    assert space.starts == tuple(range(1, L))
+    t = space.thresholds(2.0, 0.5, start=2)
+    assert t[:2] == (0.0, 0.0) and all(x > 0 for x in t[2:])
+    assert t[2:] == pytest.approx(space.thresholds(2.0, 0.5)[2:])
+    cfg = space.threshold_config(2.0, 0.5, 2)
+    assert not cfg.prunes_at(1) and cfg.prunes_at(2)
+    for start in space.starts:
+        cand = space.to_candidate({"theta": 1.3, "slope": 0.4, START: start})
+        params = space.candidate_params(cand)
+        assert params[START] == start
+        back = space.to_candidate(params)
+        assert back.config.thresholds == pytest.approx(cand.config.thresholds, rel=1e-5,
+                                                       abs=1e-7)
+        agg = space.aggressive(start).thresholds
+        assert all(a >= b for a, b in zip(agg, cand.config.thresholds))
+    # a trial recorded before start existed reads back as LTP's own (every layer prunes)
+    old = space.to_candidate({"theta": 1.3, "slope": 0.4})
+    assert all(x > 0 for x in old.config.thresholds[1:])
+    with pytest.raises(TpError, match="start layer"):
+        space.thresholds(THETA_RANGE[0], 1.0, start=L)

@@ -221,3 +221,17 @@ def test_missing_teacher_and_bad_config_fail_clearly(tmp_path, pipeline):
         prune_top(TopSettings(teacher=str(pipeline["ft"]), model=str(pipeline["ds"]),
                               task=pipeline["task"], config=other, out=str(tmp_path / "z"),
                               **FAST))
+
+
+def test_ltp_keeps_the_layers_the_search_left_plain_at_zero(tmp_path, pipeline):
+    """Started from searched thresholds that prune from layer 2 only, training (the
+    regulariser pushes every threshold up) never makes layer 1 a scoring layer."""
+    out = prune_ltp(LtpSettings(
+        teacher=str(pipeline["ft"]), model=str(pipeline["ds"]), task=pipeline["task"],
+        out=str(tmp_path / "ltp"), max_steps=12, reg_lambda=0.5, threshold_lr=0.002,
+        init_thresholds=(0.0, 0.0, 0.05), **FAST))
+    th = read_metrics(out)["ltp"]["thresholds"]
+    cfg = pruning.load(out / "model").pruning
+    assert th[1] == 0 and cfg.thresholds[1] == 0 and not cfg.prunes_at(1)
+    assert th[2] > 0 and th[2] != pytest.approx(0.05, abs=1e-6)  # the chosen layer trained
+    assert cfg.prunes_at(2)

@@ -53,7 +53,11 @@ MAX_THRESHOLD = 0.999  # the configuration format needs thresholds < 1
 
 
 class Thresholds(nn.Module):
-    """theta_1..theta_{L-1} (theta_0 is always 0: layer 0 never prunes)."""
+    """theta_1..theta_{L-1} (theta_0 is always 0: layer 0 never prunes).
+
+    Started from searched thresholds, a layer the search left at 0 stays at 0: which layers
+    prune is the search's choice (a scoring layer costs more than a plain one), the values
+    are the training's."""
 
     def __init__(self, num_layers: int, final: float,
                  init: tuple[float, ...] | None = None) -> None:
@@ -61,9 +65,16 @@ class Thresholds(nn.Module):
         L = num_layers
         start = list(init[1:]) if init else [final * l / L for l in range(1, L)]
         self.raw = nn.Parameter(torch.tensor(start, dtype=torch.float32))
+        chosen = [t > 0 for t in start] if init and any(t > 0 for t in start) else None
+        self.active = torch.tensor(chosen or [True] * (L - 1))  # not state: from init
 
     def values(self) -> Tensor:
-        return torch.cat([self.raw.new_zeros(1), self.raw.clamp(0.0, MAX_THRESHOLD)])
+        th = self.raw.clamp(0.0, MAX_THRESHOLD) * self.active.to(self.raw)
+        return torch.cat([self.raw.new_zeros(1), th])
+
+    def frozen(self) -> list[int]:
+        """Layers that never prune here (layer 0 aside)."""
+        return [l + 1 for l, a in enumerate(self.active.tolist()) if not a]
 
     def config(self, shape, scale: float = 1.0, **meta: Any) -> PruningConfig:
         th = (self.values().detach() * scale).clamp(0.0, MAX_THRESHOLD)
@@ -109,6 +120,8 @@ class LtpStage(Stage):
         theta = self.th.values()
         fns = threshold_keep_fns(theta.detach() if self.hard else theta,
                                  None if self.hard else self.T)
+        for l in self.th.frozen():  # a plain layer, in the soft phase too
+            fns.pop(l, None)
         out = train_forward(self.model, batch, prune=fns)
         if self.regression:
             kd = kd_loss(out.logits[:, 0], t_logits[:, 0], self.s.temperature, True)
@@ -186,6 +199,7 @@ def calibrate(model: PrunedBert, th: Thresholds, data: Data, s: LtpSettings,
     if float(base.max()) <= 0:  # the soft phase zeroed them: fall back to the l/L shape
         lengths = [int(x["attention_mask"].sum(1).float().mean()) for x in inputs]
         base = torch.tensor([l / L for l in range(L)]) / max(1.0, float(np.mean(lengths)))
+        base[1:] *= th.active.to(base)  # on the layers chosen to prune
     cache: dict[float, float] = {}
 
     @torch.no_grad()

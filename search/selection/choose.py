@@ -127,10 +127,13 @@ def check_feasible(s: SearchSettings, ctx: Context, checker: Checker,
 
 
 def most_aggressive(ctx: Context) -> list[Candidate]:
-    """The threshold family's most aggressive member at the shortest length, per backend:
-    it keeps the fewest tokens of any member, so nothing in the family is faster."""
+    """The threshold family's most aggressive members at the shortest length, per backend
+    and start layer: each keeps the fewest tokens of any member with its start. Every start,
+    not only the first: a layer that scores tokens costs more than a plain one, so a later
+    start that keeps more may still be faster."""
     shortest = min(ctx.space.lengths, key=lambda n: n or 1e9)
-    return [Candidate(b, shortest, ctx.space.aggressive()) for b in ctx.space.backends]
+    return [Candidate(b, shortest, ctx.space.aggressive(st)) for b in ctx.space.backends
+            for st in ctx.space.starts]
 
 
 def check_thresholds(s: SearchSettings, ctx: Context, checker: Checker) -> None:
@@ -138,15 +141,15 @@ def check_thresholds(s: SearchSettings, ctx: Context, checker: Checker) -> None:
     some machine: one forward pass over the latency inputs instead of a hundred trials."""
     cands = most_aggressive(ctx)
     for m in checker.predictors:
-        lat = {c.backend: checker.latency(m, c) for c in cands}
-        if any(t <= checker.limit(m, b) for b, t in lat.items()):
+        lat = [(checker.latency(m, c), c) for c in cands]
+        if any(t <= checker.limit(m, c.backend) for t, c in lat):
             continue
-        b = min(lat, key=lat.get)
+        t, c = min(lat, key=lambda x: x[0])
         raise InfeasibleError(
             f"--latency-ms {s.latency_ms:g} is below what thresholds can reach on {m}: the "
-            f"family's most aggressive member ({cands[0].describe()}) is predicted "
-            f"{lat[b]:.3f} ms on {b} for {ctx.workload.describe(short=True)} against a plan "
-            f"of {checker.limit(m, b):.3f} ms; raise the target, or use --method top")
+            f"family's fastest most aggressive member ({c.describe()}) is predicted "
+            f"{t:.3f} ms for {ctx.workload.describe(short=True)} against a plan "
+            f"of {checker.limit(m, c.backend):.3f} ms; raise the target, or use --method top")
 
 
 def not_measured(s: SearchSettings, ctx: Context, machine: str) -> str:

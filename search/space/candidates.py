@@ -12,9 +12,9 @@ define-by-run, conditional space). ``keep[l] = max(floor, keep[l-1] * ratio_l)``
 non-increasing by construction and any parameter dict maps to a valid configuration.
 
 Thresholds (``policy`` = threshold, asked only when both policies are searched) follow a
-two-parameter family that holds LTP's own, ``theta_l = theta * (l / L) ** slope`` (layer 0
-never prunes): ``slope`` = 1 is LTP's linear ramp, ``slope`` = 0 one threshold for every
-layer. ``theta`` is searched on a log scale relative to the workload's typical length (a
+family that holds LTP's own, ``theta_l = theta * (l / L) ** slope`` for the layers from
+``start`` on, 0 before (layer 0 never prunes): ``slope`` = 1 is LTP's linear ramp, ``slope``
+= 0 one threshold for every pruning layer, ``start`` = 1 LTP's own (every layer prunes). ``theta`` is searched on a log scale relative to the workload's typical length (a
 token's importance, the attention it receives, averages 1/N over the N tokens alive):
 ``theta = theta_rel / ref_length``. Why the slope: the top-k winners on the main job drop
 70% of the tokens at layer 1 and little after, and LTP's ramp gives layer 1 a sixth of the
@@ -25,7 +25,13 @@ importance grows (it averages 1/N_alive), which is that shape. Two parameters, n
 value per layer, because each threshold trial costs a forward pass over the latency inputs
 (its kept counts depend on the input): NSGA-II samples a 2-D family densely in a hundred
 trials where a 5-D space stays nearly empty; LTP's soft stage then learns the per-layer
-values from this start.
+values from this start. Why ``start`` (ToP's coarse choice, for thresholds): a layer with a
+threshold computes its attention probabilities explicitly to score tokens, the fused
+attention of a plain layer does not; on the Intel AMX host the tables predict ORT int8 at
+128 tokens 20% slower with every layer scoring and keeping all (12.09 against 10.03 ms) and,
+at 32 tokens, no faster than dense even keeping only CLS (3.01 against 3.00 ms). A layer
+whose threshold is 0 runs as a plain layer, so a late start pays the scoring only where it
+prunes; LTP's training keeps those layers at 0.
 """
 from __future__ import annotations
 
@@ -42,7 +48,8 @@ from tp_search.pruning.runtime.registry import REFERENCE
 DECIMALS = 4  # keep fractions are rounded: readable outputs, stable cache keys
 
 
-BACKEND, MAX_LEN, POLICY, THETA, SLOPE = "backend", "max_len", "policy", "theta", "slope"
+BACKEND, MAX_LEN, POLICY, THETA, SLOPE, START = ("backend", "max_len", "policy", "theta",
+                                                 "slope", "start")
 POLICIES = ("topk", "threshold")
 THETA_RANGE = (0.05, 8.0)  # theta_rel: theta times the workload's typical length
 SLOPE_RANGE = (0.0, 1.0)  # 0: one threshold for all layers; 1: LTP's linear ramp
@@ -140,22 +147,32 @@ class SearchSpace:
     def to_config(self, params: Mapping[str, Any], **meta: Any) -> PruningConfig:
         return PruningConfig.topk(self.shape, self.keep(params), method="search", **meta)
 
-    def thresholds(self, theta_rel: float, slope: float = 1.0) -> tuple[float, ...]:
-        """theta_l = theta * (l / L) ** slope, theta = theta_rel / ref_length; layer 0: 0."""
+    def thresholds(self, theta_rel: float, slope: float = 1.0, start: int = 1
+                   ) -> tuple[float, ...]:
+        """theta_l = theta * (l / L) ** slope from layer ``start`` on, theta = theta_rel /
+        ref_length; 0 before (layer 0 always)."""
         L = self.shape.num_layers
+        if not 1 <= int(start) < L:
+            raise TpError(f"threshold start layer {start} is out of range 1..{L - 1}")
         theta = float(theta_rel) / self.ref_length
         return (0.0,) + tuple(round(min(theta * (l / L) ** float(slope), MAX_THRESHOLD), 8)
-                              for l in range(1, L))
+                              if l >= int(start) else 0.0 for l in range(1, L))
 
-    def threshold_config(self, theta_rel: float, slope: float = 1.0) -> PruningConfig:
-        """The family's member at (theta_rel, slope)."""
-        return PruningConfig.threshold(self.shape, self.thresholds(theta_rel, slope),
+    def threshold_config(self, theta_rel: float, slope: float = 1.0, start: int = 1
+                         ) -> PruningConfig:
+        """The family's member at (theta_rel, slope, start)."""
+        return PruningConfig.threshold(self.shape, self.thresholds(theta_rel, slope, start),
                                        method="search")
 
-    def aggressive(self) -> PruningConfig:
-        """The family's most aggressive member: every threshold at its highest, so it keeps
-        the fewest tokens of any member on every input."""
-        return self.threshold_config(THETA_RANGE[1], SLOPE_RANGE[0])
+    def aggressive(self, start: int = 1) -> PruningConfig:
+        """The most aggressive member pruning from ``start``: every threshold at its
+        highest, so it keeps the fewest tokens of any member with that start."""
+        return self.threshold_config(THETA_RANGE[1], SLOPE_RANGE[0], start)
+
+    @property
+    def starts(self) -> tuple[int, ...]:
+        """Where a threshold family member may start pruning: the candidate layers."""
+        return self.layers
 
     def to_candidate(self, params: Mapping[str, Any]) -> Candidate:
         backend = params.get(BACKEND, self.backends[0])
@@ -166,7 +183,8 @@ class SearchSpace:
             raise TpError(f"backend {backend!r} / max_len {max_len} / policy {policy!r} is "
                           f"outside the search space ({self.describe()})")
         if policy == "threshold":
-            cfg = self.threshold_config(params[THETA], params.get(SLOPE, 1.0))
+            start = int(params.get(START, self.starts[0]))  # recorded before start existed: 1
+            cfg = self.threshold_config(params[THETA], params.get(SLOPE, 1.0), start)
             return Candidate(backend, max_len, cfg)
         return Candidate(backend, max_len, self.to_config(params))
 
@@ -182,6 +200,8 @@ class SearchSpace:
         if params.get(POLICY, self.policies[0]) == "threshold":
             params[THETA] = trial.suggest_float(THETA, *THETA_RANGE, log=True)
             params[SLOPE] = trial.suggest_float(SLOPE, *SLOPE_RANGE)
+            if len(self.starts) > 1:
+                params[START] = trial.suggest_categorical(START, self.starts)
             return self.to_candidate(params)
         for l in self.layers:
             prune = trial.suggest_categorical(prune_param(l), (False, True))
@@ -205,6 +225,8 @@ class SearchSpace:
                 out[name] = FloatDistribution(*THETA_RANGE, log=True)
             elif name == SLOPE:
                 out[name] = FloatDistribution(*SLOPE_RANGE)
+            elif name == START:
+                out[name] = CategoricalDistribution(self.starts)
             elif name.startswith("prune_"):
                 out[name] = CategoricalDistribution((False, True))
             elif name.startswith("ratio_"):
@@ -224,22 +246,27 @@ class SearchSpace:
         if len(self.policies) > 1:
             params[POLICY] = "threshold" if c.adaptive else "topk"
         if c.adaptive:
-            theta, slope = self.theta_of(c.config)
-            return {**params, THETA: theta, SLOPE: slope}
+            theta, slope, start = self.theta_of(c.config)
+            out = {**params, THETA: theta, SLOPE: slope}
+            return {**out, START: start} if len(self.starts) > 1 else out
         return {**params, **self.to_params(c.config)}
 
-    def theta_of(self, cfg: PruningConfig) -> tuple[float, float]:
-        """(theta_rel, slope) of a threshold configuration of the family, clamped to the
-        ranges: from layer 1's and the last layer's thresholds (their ratio is
-        (L - 1) ** slope)."""
+    def theta_of(self, cfg: PruningConfig) -> tuple[float, float, int]:
+        """(theta_rel, slope, start) of a threshold configuration of the family, clamped to
+        the ranges: start is its first non-zero layer (the first candidate layer when none
+        is), slope and theta from that layer's and the last layer's thresholds (their ratio
+        is ((L - 1) / start) ** slope)."""
         L = self.shape.num_layers
-        first, last = cfg.thresholds[1], cfg.thresholds[-1]
+        start = next((l for l in range(1, L) if cfg.thresholds[l] > 0), self.starts[0])
+        if start not in self.starts:
+            start = min(self.starts, key=lambda s: abs(s - start))
+        first, last = cfg.thresholds[start], cfg.thresholds[-1]
         slope = 1.0
-        if L > 2 and first > 0 and last > 0:
-            slope = math.log(last / first) / math.log(L - 1)
+        if start < L - 1 and first > 0 and last > 0:
+            slope = math.log(last / first) / math.log((L - 1) / start)
         slope = min(max(slope, SLOPE_RANGE[0]), SLOPE_RANGE[1])
         theta = last / ((L - 1) / L) ** slope * self.ref_length
-        return min(max(theta, THETA_RANGE[0]), THETA_RANGE[1]), slope
+        return min(max(theta, THETA_RANGE[0]), THETA_RANGE[1]), slope, start
 
     def to_params(self, cfg: PruningConfig) -> dict[str, Any]:
         """The pruning parameters that reproduce ``cfg``.
@@ -294,10 +321,11 @@ class SearchSpace:
                          f"[{self.min_ratio}, {self.max_ratio}] per pruning layer, keep floor "
                          f"{self.floor}")
         if "threshold" in self.policies:
-            parts.append(f"thresholds theta_l = theta * (l / L) ** slope, theta in "
-                         f"[{THETA_RANGE[0]:g}, {THETA_RANGE[1]:g}] / {self.ref_length:.0f} "
-                         f"tokens (log scale), slope in [{SLOPE_RANGE[0]:g}, "
-                         f"{SLOPE_RANGE[1]:g}]")
+            parts.append(f"thresholds theta_l = theta * (l / L) ** slope from layer start "
+                         f"on, theta in [{THETA_RANGE[0]:g}, {THETA_RANGE[1]:g}] / "
+                         f"{self.ref_length:.0f} tokens (log scale), slope in "
+                         f"[{SLOPE_RANGE[0]:g}, {SLOPE_RANGE[1]:g}], start in "
+                         f"{','.join(map(str, self.starts))}")
         return (f"backends {', '.join(self.backends)}; truncation {trunc}; "
                 + "; ".join(parts))
 
@@ -306,6 +334,10 @@ class SearchSpace:
                 "policies": list(self.policies), "ref_length": self.ref_length,
                 "layers": list(self.layers), "min_ratio": self.min_ratio,
                 "max_ratio": self.max_ratio, "floor": self.floor,
+                # a threshold search's study is named by its family: studies of the family
+                # without a start layer are never resumed as if they had explored it
+                **({"threshold_family": "theta*(l/L)**slope from start"}
+                   if "threshold" in self.policies else {}),
                 "parametrisation": "backend and max_len categorical (when more than one); "
                                    "prune_<l> bool; ratio_<l> only when prune_<l>; "
                                    "keep[l] = max(floor, round(keep[l-1] * ratio_l, 4))"}
