@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tp_search.profiler.store import load_predictor
+from tp_search.pruning.config import PruningConfig
 from tp_search.pruning.train import LtpSettings, TopSettings, prune_ltp, prune_top
 from tp_search.pruning.train.train_settings import finished
 from tp_search.search.pipeline.stages import Stages
@@ -58,6 +59,20 @@ def train_choice(p: Any, s: Any, sr: SearchResult, stages: Stages, run_dir: Path
     # plan: the plan moves with the tail the closed loop measures in its window, and the same
     # command run again retrained the same choice for a plan 1% apart
     tag = hashlib.sha1(f"{choice.key}{s.latency_ms}".encode()).hexdigest()[:8]
+    if choice.adaptive and latency is not None:
+        dense = PruningConfig.dense(shape)
+        at = sr.workload.predict(trained, dense, choice.max_len)
+        if at <= latency:
+            # LTP's calibration would set every threshold to 0 after its soft stage had
+            # retrained the weights (rotten_tomatoes at 5 ms on the Intel host: -1.24 points,
+            # the interval excluding 0): deploy the teacher at the chosen length instead, as
+            # a top-k search whose best schedule prunes nothing does
+            sr.primary.config, sr.primary.latency_ms = dense, at
+            length = f"{choice.max_len} tokens" if choice.max_len else "the workload's length"
+            stages.skip("train", f"the dense model at {length} is predicted {at:.2f} ms on "
+                                 f"{choice.backend}, within the plan's {latency:.2f} ms: "
+                                 "thresholds would train to 0; the teacher is deployed")
+            return teacher, True
     if not choice.adaptive:
         out_dir = run_dir / f"train-top-{tag}"
         ts = TopSettings(model=student, teacher=teacher, config=str(best), latency_ms=latency,
