@@ -14,17 +14,18 @@ non-increasing by construction and any parameter dict maps to a valid configurat
 Thresholds (``policy`` = threshold, asked only when both policies are searched) follow a
 family that holds LTP's own, ``theta_l = theta * (l / L) ** slope`` for the layers from
 ``start`` on, 0 before (layer 0 never prunes): ``slope`` = 1 is LTP's linear ramp, ``slope``
-= 0 one threshold for every pruning layer, ``start`` = 1 LTP's own (every layer prunes). ``theta`` is searched on a log scale relative to the workload's typical length (a
-token's importance, the attention it receives, averages 1/N over the N tokens alive):
+= 0 one threshold for every pruning layer, ``start`` = 1 LTP's own (every layer prunes).
+``theta`` is searched on a log scale relative to the workload's typical length (a token's
+importance, the attention it receives, averages 1/N over the N tokens alive):
 ``theta = theta_rel / ref_length``. Why the slope: the top-k winners on the main job drop
 70% of the tokens at layer 1 and little after, and LTP's ramp gives layer 1 a sixth of the
 last layer's threshold, so no theta in range pruned layer 1 that hard (a 100-trial LTP
 search found nothing within 20 ms, results/<machine>/adaptive-ltp-dev-20ms). A constant
 threshold prunes hardest where the most tokens compete and less as the survivors'
-importance grows (it averages 1/N_alive), which is that shape. Two parameters, not a free
-value per layer, because each threshold trial costs a forward pass over the latency inputs
-(its kept counts depend on the input): NSGA-II samples a 2-D family densely in a hundred
-trials where a 5-D space stays nearly empty; LTP's soft stage then learns the per-layer
+importance grows (it averages 1/N_alive), which is that shape. Two numbers (and a start
+layer), not a free value per layer, because each threshold trial costs a forward pass
+over the latency inputs (its kept counts depend on the input): NSGA-II samples a small family
+densely in a hundred trials where a 5-D space stays nearly empty; LTP's soft stage then learns the per-layer
 values from this start. Why ``start`` (ToP's coarse choice, for thresholds): a layer with a
 threshold computes its attention probabilities explicitly to score tokens, the fused
 attention of a plain layer does not; on the Intel AMX host the tables predict ORT int8 at
