@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tp_search.pruning.measure.requests import percentile_of
 from tp_search.search.pipeline.summary import per_request_lines
 
 
@@ -14,8 +15,8 @@ def test_per_request_section_ranks_by_prediction_and_states_both_percentiles() -
     m = {"per_request": rows, "per_request_median_abs_error_pct": 10.0, "percentile": 90.0,
          "workload": "dev"}
     text = "\n".join(per_request_lines(m))
-    pred90 = np.percentile([r["predicted_ms"] for r in rows], 90)
-    meas90 = np.percentile([r["measured_ms"] for r in rows], 90)
+    pred90 = percentile_of([r["predicted_ms"] for r in rows], 90)
+    meas90 = percentile_of([r["measured_ms"] for r in rows], 90)
     assert f"p90 of the per-request predictions {pred90:.2f} ms" in text
     assert f"measured medians {meas90:.2f} ms" in text
     table = [line for line in text.splitlines() if line.startswith("| ") and " of 50 |" in line]

@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from tp_search.pruning.measure.accuracy import EvalResult
 from tp_search.pruning.measure.bootstrap import PairedDifference
+from tp_search.pruning.measure.requests import percentile_of
 
 
 @dataclass
@@ -164,8 +163,8 @@ def per_request_lines(m: dict[str, Any], rows: int = 7) -> list[str]:
         return []
     err = m.get("per_request_median_abs_error_pct")
     q = m["percentile"]
-    pred = np.percentile([r["predicted_ms"] for r in per], q)
-    meas = np.percentile([r["measured_ms"] for r in per], q)
+    pred = percentile_of([r["predicted_ms"] for r in per], q)  # as the target is judged
+    meas = percentile_of([r["measured_ms"] for r in per], q)
     picks = sorted({round(i * (len(per) - 1) / (rows - 1)) for i in range(rows)})
     out = [f"## Per request: predicted against measured ({m['workload']} workload)", "",
            f"{len(per)} requests; median |predicted / measured - 1| "
